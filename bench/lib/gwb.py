@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Parsing and reporting helper for bench/run.sh (python3 stdlib only).
+
+Subcommands
+  iperf FILE PREFIX          iperf3 -J output -> "PREFIX_gbps=.. PREFIX_retr=.."
+  ping FILE                  ping output -> "rtt_avg_us=.. rtt_p99_us=.. ping_rx=.. ping_loss_pct=.."
+  rate V0 V1 T0 T1 [SCALE]   (V1-V0)/(T1-T0)/SCALE, printed with 4 decimals
+  record FILE MODE ROUND k=v...   append one JSON line (v: number, null or string)
+  report RAW OUTMD OUTJSON k=v... medians, ratios, targets; writes md+json, prints md
+"""
+import json
+import math
+import statistics
+import sys
+
+MODES = {
+    "a": "direct veth",
+    "b": "Linux bridge",
+    "c": "tc mirred redirect",
+    "d": "guardwire",
+    "e": "OVS netdev (userspace TSO)",
+}
+
+# key, label, unit/format, better ("hi"/"lo"/None)
+FIGURES = [
+    ("tcp1_gbps", "TCP x1 Gbit/s", "{:.2f}", "hi"),
+    ("tcp1_retr", "TCP x1 retransmits", "{:.0f}", "lo"),
+    ("tcp4_gbps", "TCP x4 Gbit/s", "{:.2f}", "hi"),
+    ("tcp4_retr", "TCP x4 retransmits", "{:.0f}", "lo"),
+    ("pps_rx_k", "60 B received kpps", "{:.0f}", "hi"),
+    ("pps_tx_k", "60 B sent kpps", "{:.0f}", None),
+    ("rtt_avg_us", "RTT avg us", "{:.0f}", "lo"),
+    ("rtt_p99_us", "RTT p99 us", "{:.0f}", "lo"),
+    ("ping_loss_pct", "ping loss %", "{:.1f}", "lo"),
+    ("gw_cpu_60b", "guardwire cores, 60 B", "{:.2f}", "lo"),
+    ("gw_cpu_tcp1", "guardwire cores, TCP x1", "{:.2f}", "lo"),
+]
+
+
+def die(msg):
+    print(f"gwb.py: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def cmd_iperf(path, prefix):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        die(f"iperf: cannot parse {path}: {e}")
+    if data.get("error"):
+        die(f"iperf: {data['error']}")
+    end = data.get("end", {})
+    recv = end.get("sum_received", {})
+    sent = end.get("sum_sent", {})
+    if "bits_per_second" not in recv:
+        die(f"iperf: no end.sum_received in {path}")
+    gbps = recv["bits_per_second"] / 1e9
+    retr = sent.get("retransmits")
+    out = [f"{prefix}_gbps={gbps:.4f}"]
+    out.append(f"{prefix}_retr={retr if retr is not None else 'null'}")
+    print(" ".join(out))
+
+
+def percentile(sorted_vals, p):
+    """Nearest-rank percentile."""
+    if not sorted_vals:
+        return None
+    k = max(1, math.ceil(p / 100.0 * len(sorted_vals)))
+    return sorted_vals[k - 1]
+
+
+def cmd_ping(path):
+    times = []
+    sent = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            if "time=" in line and ("bytes from" in line or "icmp_seq" in line):
+                tok = line.split("time=", 1)[1].split()
+                try:
+                    val = float(tok[0])
+                except (ValueError, IndexError):
+                    continue
+                unit = tok[1] if len(tok) > 1 else "ms"
+                us = val * 1000.0 if unit.startswith("ms") else val * 1e6 if unit == "s" else val
+                times.append(us)
+            elif "packets transmitted" in line:
+                try:
+                    sent = int(line.split()[0])
+                except ValueError:
+                    pass
+    if not times:
+        die(f"ping: no replies in {path}")
+    times.sort()
+    avg = sum(times) / len(times)
+    p99 = percentile(times, 99)
+    loss = 100.0 * (1 - len(times) / sent) if sent else 0.0
+    print(f"rtt_avg_us={avg:.1f} rtt_p99_us={p99:.1f} ping_rx={len(times)} ping_loss_pct={loss:.2f}")
+
+
+def cmd_rate(v0, v1, t0, t1, scale="1"):
+    dt = float(t1) - float(t0)
+    if dt <= 0:
+        die("rate: empty window")
+    print(f"{(float(v1) - float(v0)) / dt / float(scale):.4f}")
+
+
+def parse_val(v):
+    if v in ("", "null", "None"):
+        return None
+    try:
+        x = float(v)
+        if math.isfinite(x):
+            return int(x) if x.is_integer() and "." not in v else x
+        return None
+    except ValueError:
+        return v
+
+
+def cmd_record(path, mode, rnd, kvs):
+    rec = {"mode": mode, "round": int(rnd)}
+    for kv in kvs:
+        if "=" not in kv:
+            continue
+        k, v = kv.split("=", 1)
+        rec[k] = parse_val(v)
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def fmt(val, spec):
+    return "-" if val is None else spec.format(val)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def cmd_report(raw, out_md, out_json, kvs):
+    meta = {}
+    for kv in kvs:
+        k, _, v = kv.partition("=")
+        meta[k] = v
+    rounds = []
+    with open(raw) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                rounds.append(json.loads(line))
+    modes = [m for m in meta.get("modes", "abcde").split(",") if m]
+
+    med = {}  # mode -> key -> median
+    nvals = {}
+    status = {}
+    for m in modes:
+        recs = [r for r in rounds if r["mode"] == m]
+        med[m] = {}
+        nvals[m] = {}
+        errs = [r.get("error") for r in recs if r.get("error")]
+        status[m] = "; ".join(sorted(set(str(e) for e in errs))) if errs else ""
+        for key, *_ in FIGURES:
+            vals = [r[key] for r in recs if isinstance(r.get(key), (int, float))]
+            med[m][key] = statistics.median(vals) if vals else None
+            nvals[m][key] = len(vals)
+
+    ref_c = med.get("c", {})
+    ref_e = med.get("e", {})
+
+    lines = []
+    lines.append(f"# guardwire side-by-side benchmark, {meta.get('date', '')}")
+    lines.append("")
+    lines.append(f"- machine: kernel `{meta.get('kernel', '?')}`, {meta.get('nproc', '?')} cores, "
+                 f"CPU `{meta.get('cpu', '?')}`")
+    lines.append(f"- rounds: {meta.get('rounds', '?')}, duration: {meta.get('duration', '?')} s, "
+                 f"modes: {','.join(modes)} (run interleaved, round by round)")
+    if meta.get("guardwire"):
+        lines.append(f"- guardwire: {meta['guardwire']}")
+    if meta.get("note"):
+        lines.append(f"- note: {meta['note']}")
+    lines.append("- cells: median over rounds, then (ratio to c tc-redirect, ratio to e OVS); "
+                 "`-` = not measured")
+    lines.append("")
+    header = "| figure | " + " | ".join(f"({m}) {MODES.get(m, m)}" for m in modes) + " |"
+    lines.append(header)
+    lines.append("|---|" + "---|" * len(modes))
+    for key, label, spec, _better in FIGURES:
+        if key.startswith("gw_cpu") and "d" not in modes:
+            continue
+        cells = []
+        for m in modes:
+            v = med[m][key]
+            cell = fmt(v, spec)
+            if v is not None and not key.startswith("gw_cpu"):
+                rc = ratio(v, ref_c.get(key)) if m != "c" else None
+                re_ = ratio(v, ref_e.get(key)) if m != "e" else None
+                parts = []
+                if rc is not None:
+                    parts.append(f"{rc:.2f}c")
+                if re_ is not None:
+                    parts.append(f"{re_:.2f}e")
+                if parts:
+                    cell += " (" + ", ".join(parts) + ")"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    notes = [f"({m}) {status[m]}" for m in modes if status[m]]
+    if notes:
+        lines.append("Problems: " + "; ".join(notes))
+        lines.append("")
+
+    # Targets for guardwire
+    checks = []
+    d = med.get("d")
+    if d is not None:
+        def chk(name, ok, detail):
+            res = "n/a" if ok is None else ("PASS" if ok else "FAIL")
+            checks.append({"check": name, "result": res, "detail": detail})
+
+        def ge(a, b, f):
+            return None if a is None or b is None else a >= f * b
+
+        for k, f, name in (("tcp1_gbps", 0.80, "TCP x1 >= 0.80x (c)"),
+                           ("tcp4_gbps", 0.60, "TCP x4 >= 0.60x (c)")):
+            r = ratio(d[k], ref_c.get(k))
+            chk(name, ge(d[k], ref_c.get(k), f),
+                f"{fmt(d[k], '{:.2f}')} vs {fmt(ref_c.get(k), '{:.2f}')} Gbit/s"
+                + (f" = {r:.2f}x" if r is not None else ""))
+        ok = ge(d["pps_rx_k"], ref_c.get("pps_rx_k"), 1.0)
+        cpu = d["gw_cpu_60b"]
+        if ok is not None and cpu is not None:
+            ok = ok and cpu <= 1.0
+        elif cpu is None:
+            ok = None
+        r = ratio(d["pps_rx_k"], ref_c.get("pps_rx_k"))
+        chk("60 B pps >= 1.0x (c) at <= 1.0 core", ok,
+            f"{fmt(d['pps_rx_k'], '{:.0f}')} vs {fmt(ref_c.get('pps_rx_k'), '{:.0f}')} kpps"
+            + (f" = {r:.2f}x" if r is not None else "") + f", {fmt(cpu, '{:.2f}')} cores")
+        a, ca, p99 = d["rtt_avg_us"], ref_c.get("rtt_avg_us"), d["rtt_p99_us"]
+        ok = None if a is None or ca is None or p99 is None else (a <= ca + 40 and p99 < 1000)
+        chk("RTT avg <= (c) + 40 us and p99 < 1000 us", ok,
+            f"avg {fmt(a, '{:.0f}')} vs {fmt(ca, '{:.0f}')} us, p99 {fmt(p99, '{:.0f}')} us")
+        for k, name in (("tcp1_retr", "TCP x1 retransmits <= 2x (c)"),
+                        ("tcp4_retr", "TCP x4 retransmits <= 2x (c)")):
+            v, c = d[k], ref_c.get(k)
+            chk(name, None if v is None or c is None else v <= 2 * c,
+                f"{fmt(v, '{:.0f}')} vs {fmt(c, '{:.0f}')}")
+        for k, name in (("tcp1_gbps", "TCP x1 >= 1.5x (e)"), ("tcp4_gbps", "TCP x4 >= 1.5x (e)")):
+            r = ratio(d[k], ref_e.get(k))
+            chk(name, ge(d[k], ref_e.get(k), 1.5),
+                f"{fmt(d[k], '{:.2f}')} vs {fmt(ref_e.get(k), '{:.2f}')} Gbit/s"
+                + (f" = {r:.2f}x" if r is not None else ""))
+        lines.append("## guardwire targets")
+        lines.append("")
+        lines.append("| check | result | measured |")
+        lines.append("|---|---|---|")
+        for c in checks:
+            lines.append(f"| {c['check']} | {c['result']} | {c['detail']} |")
+        lines.append("")
+
+    text = "\n".join(lines) + "\n"
+    with open(out_md, "w") as f:
+        f.write(text)
+    with open(out_json, "w") as f:
+        json.dump({"meta": meta, "figures": [k for k, *_ in FIGURES], "medians": med,
+                   "samples": nvals, "targets": checks, "rounds": rounds}, f, indent=1)
+        f.write("\n")
+    sys.stdout.write(text)
+
+
+def main(argv):
+    if len(argv) < 2:
+        die(__doc__)
+    cmd, args = argv[1], argv[2:]
+    if cmd == "iperf" and len(args) == 2:
+        cmd_iperf(*args)
+    elif cmd == "ping" and len(args) == 1:
+        cmd_ping(*args)
+    elif cmd == "rate" and len(args) in (4, 5):
+        cmd_rate(*args)
+    elif cmd == "record" and len(args) >= 3:
+        cmd_record(args[0], args[1], args[2], args[3:])
+    elif cmd == "report" and len(args) >= 3:
+        cmd_report(args[0], args[1], args[2], args[3:])
+    else:
+        die(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

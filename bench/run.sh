@@ -1,0 +1,535 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: direct veth / Linux bridge / tc redirect / guardwire / OVS netdev.
+# Usage: bench/run.sh [--rounds N] [--duration S] [--modes a,b,c,d,e] [--quick]
+# Needs root. Everything runs in network namespaces named gwb-*, removed on exit.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+HELPER=$BENCH/lib/gwb.py
+GW_BIN=${GW_BIN:-$ROOT/target/release/guardwire}
+GW_SOCK_DIR=/run/gwb
+GW_SOCK=$GW_SOCK_DIR/guardwire.sock
+
+ROUNDS=3
+DURATION=5
+MODES=a,b,c,d,e
+TRAFGEN_CPUS=${GWB_TRAFGEN_CPUS:-1}
+
+usage() {
+    sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit "${1:-0}"
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --rounds) ROUNDS=${2:?}; shift 2 ;;
+        --rounds=*) ROUNDS=${1#*=}; shift ;;
+        --duration) DURATION=${2:?}; shift 2 ;;
+        --duration=*) DURATION=${1#*=}; shift ;;
+        --modes) MODES=${2:?}; shift 2 ;;
+        --modes=*) MODES=${1#*=}; shift ;;
+        --quick) ROUNDS=1; DURATION=2; shift ;;
+        -h|--help) usage 0 ;;
+        *) echo "unknown argument: $1" >&2; usage 2 ;;
+    esac
+done
+
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "--rounds must be a positive integer" >&2; exit 2; }
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || { echo "--duration must be a positive integer (seconds)" >&2; exit 2; }
+MODE_LIST=()
+IFS=, read -r -a _m <<<"$MODES"
+for m in "${_m[@]}"; do
+    case $m in a|b|c|d|e) ;; "") continue ;; *) echo "unknown mode: $m (a..e)" >&2; exit 2 ;; esac
+done
+for m in a b c d e; do   # canonical order, no duplicates
+    case ",$MODES," in *",$m,"*) MODE_LIST+=("$m") ;; esac
+done
+[ ${#MODE_LIST[@]} -gt 0 ] || { echo "no modes" >&2; exit 2; }
+MODES=$(IFS=,; echo "${MODE_LIST[*]}")
+
+[ "$(id -u)" = 0 ] || { echo "must run as root" >&2; exit 1; }
+for t in ip tc iperf3 ping python3 timeout ss; do
+    command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; exit 1; }
+done
+
+# ---------------------------------------------------------------- state
+NS_POD=gwb-pod NS_SEC=gwb-sec NS_PEER=gwb-peer NS_DPOD=gwb-dpod NS_DPEER=gwb-dpeer
+ALL_NS=("$NS_POD" "$NS_SEC" "$NS_PEER" "$NS_DPOD" "$NS_DPEER")
+POD_IP=10.77.0.1 PEER_IP=10.77.0.2
+POD_MAC=02:77:00:00:00:01 PEER_MAC=02:77:00:00:00:02
+IPERF_PORT=5201
+
+STAMP=$(date +%Y-%m-%d-%H%M)
+WORK=$(mktemp -d "/tmp/gwb-run.$STAMP.XXXX")
+LOGS=$WORK/logs
+mkdir -p "$LOGS"
+RAW=$WORK/raw.jsonl
+: >"$RAW"
+
+GW_PID=""            # guardwire (mode d)
+OVS_DIR=""           # OVS private dir (mode e)
+BG_PIDS=()           # iperf3 servers, trafgen
+declare -A DISABLED=()   # mode -> reason, when a mode cannot run at all
+
+# fd 3 = the terminal's stderr: traps may run while a function's stderr is redirected.
+exec 3>&2
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&3; }
+now() { date +%s.%N; }
+
+# ---------------------------------------------------------------- cleanup
+kill_pid() {    # kill_pid PID [SIG]: signal, wait up to 3 s, then SIGKILL
+    local pid=$1 sig=${2:-TERM} i
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+    kill "-$sig" "$pid" 2>/dev/null
+    for i in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+ovs_stop() {
+    [ -n "$OVS_DIR" ] || return 0
+    local d=$OVS_DIR p
+    OVS_RUNDIR=$d timeout 5 ovs-appctl -t "$d/ovs-vswitchd.ctl" exit --cleanup >/dev/null 2>&1
+    OVS_RUNDIR=$d timeout 5 ovs-appctl -t "$d/ovsdb-server.ctl" exit >/dev/null 2>&1
+    for p in ovs-vswitchd ovsdb-server; do
+        [ -f "$d/$p.pid" ] && kill_pid "$(cat "$d/$p.pid" 2>/dev/null)"
+    done
+    OVS_DIR=""
+}
+
+gw_stop() {
+    [ -n "$GW_PID" ] || return 0
+    kill_pid "$GW_PID" TERM
+    GW_PID=""
+    rm -f "$GW_SOCK"
+}
+
+netns_exists() { [ -e "/run/netns/$1" ]; }
+
+cleanup() {
+    local rc=$? ns p
+    trap - EXIT INT TERM
+    gw_stop
+    ovs_stop
+    for p in "${BG_PIDS[@]}"; do kill_pid "$p"; done
+    for ns in "${ALL_NS[@]}"; do
+        netns_exists "$ns" || continue
+        # anything still inside one of our namespaces was started by this harness
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill_pid "$p"; done
+        ip netns del "$ns" 2>/dev/null
+    done
+    rmdir "$GW_SOCK_DIR" 2>/dev/null
+    [ $rc -ne 0 ] && log "exit status $rc; logs kept in $LOGS"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+# ---------------------------------------------------------------- topology
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+setup_topology() {
+    local ns p
+    for ns in "${ALL_NS[@]}"; do
+        if netns_exists "$ns"; then
+            log "removing stale namespace $ns (from an earlier run)"
+            for p in $(ip netns pids "$ns" 2>/dev/null); do kill_pid "$p"; done
+            ip netns del "$ns" || return 1
+        fi
+    done
+    for ns in "${ALL_NS[@]}"; do
+        ip netns add "$ns" || return 1
+        ip -n "$ns" link set lo up
+    done
+    ip link add eth0 netns "$NS_POD" type veth peer name wp0 netns "$NS_SEC" || return 1
+    ip link add up0 netns "$NS_SEC" type veth peer name eth0 netns "$NS_PEER" || return 1
+    ip link add eth0 netns "$NS_DPOD" type veth peer name eth0 netns "$NS_DPEER" || return 1
+    for ns in "$NS_POD" "$NS_DPOD"; do
+        ip -n "$ns" link set eth0 address $POD_MAC mtu 1500 up
+        ip -n "$ns" addr add $POD_IP/24 dev eth0
+    done
+    for ns in "$NS_PEER" "$NS_DPEER"; do
+        ip -n "$ns" link set eth0 address $PEER_MAC mtu 1500 up
+        ip -n "$ns" addr add $PEER_IP/24 dev eth0
+    done
+    ip -n "$NS_SEC" link set wp0 address 02:77:00:00:01:01 mtu 1500
+    ip -n "$NS_SEC" link set up0 address 02:77:00:00:01:02 mtu 1500
+    nsx "$NS_SEC" sysctl -qw net.ipv4.ip_forward=0 \
+        net.ipv6.conf.default.disable_ipv6=1 \
+        net.ipv6.conf.wp0.disable_ipv6=1 net.ipv6.conf.up0.disable_ipv6=1 || return 1
+    ip -n "$NS_SEC" link set wp0 up
+    ip -n "$NS_SEC" link set up0 up
+}
+
+# ---------------------------------------------------------------- modes
+# Each mode_X_up returns 0 when the path is set up, non-zero (with a message) if not.
+mode_a_up() { :; }
+mode_a_down() { :; }
+
+mode_b_up() {
+    ip -n "$NS_SEC" link add br0 type bridge stp_state 0 forward_delay 0 || return 1
+    ip -n "$NS_SEC" link set wp0 master br0 || return 1
+    ip -n "$NS_SEC" link set up0 master br0 || return 1
+    ip -n "$NS_SEC" link set br0 up
+}
+mode_b_down() { ip -n "$NS_SEC" link del br0 2>/dev/null; return 0; }
+
+TC_QDISC=""
+mode_c_up() {
+    local dev other
+    if tc -n "$NS_SEC" qdisc add dev wp0 clsact 2>/dev/null; then
+        TC_QDISC=clsact
+        tc -n "$NS_SEC" qdisc add dev up0 clsact || return 1
+    else
+        log "clsact unavailable, falling back to the ingress qdisc"
+        TC_QDISC=ingress
+        tc -n "$NS_SEC" qdisc add dev wp0 ingress || return 1
+        tc -n "$NS_SEC" qdisc add dev up0 ingress || return 1
+    fi
+    for dev in wp0 up0; do
+        other=$([ $dev = wp0 ] && echo up0 || echo wp0)
+        tc -n "$NS_SEC" filter add dev $dev ingress protocol all u32 match u32 0 0 \
+            action mirred egress redirect dev $other || return 1
+    done
+}
+mode_c_down() {
+    [ -n "$TC_QDISC" ] || return 0
+    tc -n "$NS_SEC" qdisc del dev wp0 $TC_QDISC 2>/dev/null
+    tc -n "$NS_SEC" qdisc del dev up0 $TC_QDISC 2>/dev/null
+    TC_QDISC=""
+    return 0
+}
+
+GW_ROUND=0
+mode_d_up() {
+    if [ ! -x "$GW_BIN" ]; then
+        DISABLED[d]="binary $GW_BIN not found (build it first)"
+        return 1
+    fi
+    GW_ROUND=$((GW_ROUND + 1))
+    local cfg=$WORK/guardwire.toml i
+    cat >"$cfg" <<EOF
+[node]
+name = "bench"
+control_socket = "$GW_SOCK"
+[datapath]
+workers = 1
+[[workload]]
+name = "pod"
+kind = "pod"
+workload_port = "wp0"
+uplink_port = "up0"
+EOF
+    if ! "$GW_BIN" check --config "$cfg" >"$LOGS/guardwire-check.log" 2>&1; then
+        log "guardwire check rejected the config: $(head -c 300 "$LOGS/guardwire-check.log")"
+        DISABLED[d]="guardwire check rejected the config"
+        return 1
+    fi
+    mkdir -p "$GW_SOCK_DIR"
+    rm -f "$GW_SOCK"
+    ip netns exec "$NS_SEC" "$GW_BIN" run --config "$cfg" >"$LOGS/guardwire.r$GW_ROUND.log" 2>&1 &
+    GW_PID=$!
+    for i in $(seq 100); do
+        [ -e "$GW_SOCK" ] && break
+        if ! kill -0 "$GW_PID" 2>/dev/null; then
+            wait "$GW_PID"; log "guardwire exited early (status $?); log:"
+            tail -n 20 "$LOGS/guardwire.r$GW_ROUND.log" >&3
+            GW_PID=""
+            return 1
+        fi
+        sleep 0.1
+    done
+    if [ ! -e "$GW_SOCK" ]; then
+        log "guardwire: control socket $GW_SOCK did not appear within 10 s; log:"
+        tail -n 20 "$LOGS/guardwire.r$GW_ROUND.log" >&3
+        gw_stop
+        return 1
+    fi
+}
+mode_d_down() {
+    [ -n "$GW_PID" ] || return 0
+    local pid=$GW_PID rc
+    # per-port counters and drops, for the logs only
+    timeout 5 "$GW_BIN" stats --socket "$GW_SOCK" --json >"$LOGS/guardwire.r$GW_ROUND.stats.json" 2>&1
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "guardwire did not exit 5 s after SIGTERM; killing it"
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null; rc=$?
+    [ $rc -ne 0 ] && log "guardwire exit status after SIGTERM: $rc"
+    GW_PID=""
+    rm -f "$GW_SOCK"
+    return 0
+}
+
+OVS_ROUND=0
+mode_e_up() {
+    local t
+    for t in ovsdb-tool ovsdb-server ovs-vswitchd ovs-vsctl ovs-appctl; do
+        command -v $t >/dev/null || { DISABLED[e]="$t not installed"; return 1; }
+    done
+    local schema=/usr/share/openvswitch/vswitch.ovsschema
+    [ -f "$schema" ] || { DISABLED[e]="no $schema"; return 1; }
+    OVS_ROUND=$((OVS_ROUND + 1))
+    OVS_DIR=$WORK/ovs.r$OVS_ROUND
+    mkdir -p "$OVS_DIR"
+    local d=$OVS_DIR
+    # Private run/log/db dirs: nothing touches a system OVS instance.
+    local env=(env OVS_RUNDIR="$d" OVS_LOGDIR="$d" OVS_DBDIR="$d" OVS_SYSCONFDIR="$d")
+    local vsctl=("${env[@]}" ovs-vsctl --db="unix:$d/db.sock" --timeout=20)
+    if ! ovsdb-tool create "$d/conf.db" "$schema" 2>"$d/err"; then
+        DISABLED[e]="ovsdb-tool create failed: $(head -c 300 "$d/err")"; return 1
+    fi
+    if ! ip netns exec "$NS_SEC" "${env[@]}" ovsdb-server "$d/conf.db" \
+            --remote="punix:$d/db.sock" --unixctl="$d/ovsdb-server.ctl" \
+            --pidfile="$d/ovsdb-server.pid" --log-file="$d/ovsdb-server.log" \
+            --no-chdir --detach 2>"$d/err"; then
+        DISABLED[e]="ovsdb-server failed: $(head -c 300 "$d/err")"; return 1
+    fi
+    # userspace TSO is read once, when ovs-vswitchd first sees the config: set it first.
+    if ! "${vsctl[@]}" --no-wait init 2>"$d/err" ||
+       ! "${vsctl[@]}" --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true 2>"$d/err"; then
+        DISABLED[e]="ovs-vsctl init failed: $(head -c 300 "$d/err")"; return 1
+    fi
+    if ! ip netns exec "$NS_SEC" "${env[@]}" ovs-vswitchd "unix:$d/db.sock" \
+            --unixctl="$d/ovs-vswitchd.ctl" --pidfile="$d/ovs-vswitchd.pid" \
+            --log-file="$d/ovs-vswitchd.log" --no-chdir --detach 2>"$d/err"; then
+        DISABLED[e]="ovs-vswitchd failed: $(head -c 300 "$d/err"; tail -n 5 "$d/ovs-vswitchd.log" 2>/dev/null)"
+        return 1
+    fi
+    if ! "${vsctl[@]}" add-br obr0 -- set bridge obr0 datapath_type=netdev 2>"$d/err" ||
+       ! "${vsctl[@]}" add-port obr0 wp0 -- add-port obr0 up0 2>"$d/err"; then
+        DISABLED[e]="ovs-vsctl add-br/add-port failed: $(head -c 300 "$d/err"; grep -E 'ERR|WARN' "$d/ovs-vswitchd.log" | tail -n 5)"
+        return 1
+    fi
+    # A new bridge in standalone fail mode already has priority=0 actions=NORMAL; make it explicit.
+    if command -v ovs-ofctl >/dev/null; then
+        "${env[@]}" ovs-ofctl del-flows obr0 2>>"$d/err" &&
+            "${env[@]}" ovs-ofctl add-flow obr0 "priority=0,actions=NORMAL" 2>>"$d/err" ||
+            log "ovs-ofctl could not set the NORMAL flow (the bridge default is NORMAL anyway)"
+    fi
+    ip -n "$NS_SEC" link set obr0 up 2>/dev/null
+    local tso
+    tso=$("${vsctl[@]}" get Open_vSwitch . other_config:userspace-tso-enable 2>/dev/null)
+    "${env[@]}" ovs-appctl -t "$d/ovs-vswitchd.ctl" dpif/show >"$d/dpif-show.txt" 2>&1
+    grep -q -i 'Userspace TCP Segmentation Offloading support enabled' "$d/ovs-vswitchd.log" ||
+        log "OVS: no 'Userspace TCP Segmentation Offloading support enabled' line in the log (other_config says $tso)"
+}
+mode_e_down() {
+    if [ -n "$OVS_DIR" ]; then
+        local d=$OVS_DIR
+        OVS_RUNDIR=$d timeout 10 ovs-vsctl --db="unix:$d/db.sock" --timeout=5 --if-exists del-br obr0 >/dev/null 2>&1
+        ovs_stop
+    fi
+    ip -n "$NS_SEC" link del obr0 2>/dev/null
+    return 0
+}
+
+# ---------------------------------------------------------------- measurements
+stat_cpu_ticks() {   # utime+stime of a whole process (all threads), in clock ticks
+    [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo ""; return; }
+    sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+cpu_cores() {   # cpu_cores TICKS0 TICKS1 T0 T1
+    [ -n "$1" ] && [ -n "$2" ] || { echo null; return; }
+    python3 "$HELPER" rate "$1" "$2" "$3" "$4" "$CLK_TCK"
+}
+
+wait_listen() {   # wait_listen NS PORT
+    local i
+    for i in $(seq 50); do
+        nsx "$1" ss -Htln "sport = :$2" 2>/dev/null | grep -q . && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+check_path() {   # check_path PODNS: ping until the path works (ARP, bridge learning)
+    local i
+    for i in $(seq 10); do
+        nsx "$1" ping -n -c 1 -W 1 $PEER_IP >/dev/null 2>&1 && return 0
+        sleep 0.3
+    done
+    return 1
+}
+
+# run_iperf PODNS PEERNS STREAMS PREFIX OUTVAR: sets KV+=(prefix_gbps= prefix_retr=) and
+# gw_cpu_tcp1 when guardwire runs and STREAMS=1.
+run_iperf() {
+    local pod=$1 peer=$2 streams=$3 prefix=$4 tag=$5
+    local json=$LOGS/$tag.iperf-$prefix.json slog=$LOGS/$tag.iperf-$prefix-server.log spid
+    ip netns exec "$peer" iperf3 -s -1 -B $PEER_IP -p $IPERF_PORT >"$slog" 2>&1 &
+    spid=$!
+    BG_PIDS+=("$spid")
+    if ! wait_listen "$peer" $IPERF_PORT; then
+        log "  iperf3 server did not start"; kill_pid "$spid"; return 1
+    fi
+    local c0 c1 t0 t1
+    c0=$(stat_cpu_ticks "$GW_PID"); t0=$(now)
+    nsx "$pod" timeout $((DURATION + 20)) iperf3 -c $PEER_IP -p $IPERF_PORT -t "$DURATION" \
+        -P "$streams" -J --connect-timeout 3000 >"$json" 2>"$json.err"
+    c1=$(stat_cpu_ticks "$GW_PID"); t1=$(now)
+    # the one-off server exits by itself; give it a moment, then stop it
+    for _ in $(seq 20); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+    kill_pid "$spid"
+    local out
+    if ! out=$(python3 "$HELPER" iperf "$json" "$prefix" 2>&1); then
+        log "  iperf3 $prefix: $out"; return 1
+    fi
+    KV+=($out)
+    if [ "$streams" = 1 ] && [ -n "$GW_PID" ]; then
+        KV+=("gw_cpu_tcp1=$(cpu_cores "$c0" "$c1" "$t0" "$t1")")
+    fi
+    log "  $prefix: $out"
+}
+
+read_counter() {   # read_counter NS FILE... -> values on one line
+    local ns=$1; shift
+    nsx "$ns" sh -c 'cd /sys/class/net/eth0/statistics && cat "$@"' sh "$@" | tr '\n' ' '
+}
+
+run_small_frames() {   # run_small_frames PODNS PEERNS TAG
+    local pod=$1 peer=$2 tag=$3
+    if ! command -v trafgen >/dev/null; then log "  trafgen missing"; return 1; fi
+    local cfg=$WORK/udp60.trafgen
+    # 14 (Ethernet) + 20 (IPv4) + 8 (UDP) + 18 payload = 60 bytes on the wire w/o FCS.
+    # Destination port 9 (discard): nothing listens, the peer counts UdpNoPorts and
+    # sends rate-limited ICMP port unreachables.
+    cat >"$cfg" <<EOF
+{
+  eth(da=$PEER_MAC, sa=$POD_MAC, type=0x0800),
+  ipv4(saddr=$POD_IP, daddr=$PEER_IP, ttl=64, df),
+  udp(sp=4000, dp=9),
+  fill(0x00, 18)
+}
+EOF
+    local tlog=$LOGS/$tag.trafgen.log tpid
+    # Runs DURATION+1 s; counters are sampled from 0.5 s in for DURATION s, i.e. inside the
+    # steady part of the send window (ring setup and stop are left out).
+    ip netns exec "$pod" timeout -s INT $((DURATION + 1)) \
+        trafgen --dev eth0 --conf "$cfg" --cpus "$TRAFGEN_CPUS" --no-sock-mem >"$tlog" 2>&1 &
+    tpid=$!
+    BG_PIDS+=("$tpid")
+    sleep 0.5
+    local tx0 rx0 t0 tx1 rx1 t1 c0 c1
+    c0=$(stat_cpu_ticks "$GW_PID"); t0=$(now)
+    tx0=$(read_counter "$pod" tx_packets tx_dropped); rx0=$(read_counter "$peer" rx_packets)
+    sleep "$DURATION"
+    c1=$(stat_cpu_ticks "$GW_PID"); t1=$(now)
+    tx1=$(read_counter "$pod" tx_packets tx_dropped); rx1=$(read_counter "$peer" rx_packets)
+    wait "$tpid" 2>/dev/null
+    kill_pid "$tpid"
+    if ! grep -q 'packets outgoing' "$tlog"; then
+        log "  trafgen failed: $(grep -v -e '^$' "$tlog" | head -n 3 | tr '\n' ' ')"; return 1
+    fi
+    local sent0 sent1 pps_rx pps_tx
+    sent0=$(awk '{print $1 + $2}' <<<"$tx0"); sent1=$(awk '{print $1 + $2}' <<<"$tx1")
+    pps_rx=$(python3 "$HELPER" rate "$rx0" "$rx1" "$t0" "$t1" 1000)
+    pps_tx=$(python3 "$HELPER" rate "$sent0" "$sent1" "$t0" "$t1" 1000)
+    KV+=("pps_rx_k=$pps_rx" "pps_tx_k=$pps_tx")
+    local cpu=""
+    if [ -n "$GW_PID" ]; then cpu=$(cpu_cores "$c0" "$c1" "$t0" "$t1"); KV+=("gw_cpu_60b=$cpu"); fi
+    log "  60B: rx ${pps_rx} kpps, tx ${pps_tx} kpps${cpu:+, guardwire $cpu cores}"
+}
+
+run_ping() {   # run_ping PODNS TAG
+    local pod=$1 tag=$2 out=$LOGS/$2.ping.txt res
+    nsx "$pod" timeout 60 ping -n -c 1000 -i 0.002 -W 1 $PEER_IP >"$out" 2>&1
+    if ! res=$(python3 "$HELPER" ping "$out" 2>&1); then log "  ping: $res"; return 1; fi
+    KV+=($res)
+    log "  ping: $res"
+}
+
+sec_sanity() {   # the sec namespace must be back to plain wp0/up0 between modes
+    local dev info
+    for dev in wp0 up0; do
+        info=$(ip -n "$NS_SEC" -o link show dev $dev 2>/dev/null)
+        case $info in *"master "*) log "  warning: $dev still has a master: $info"; ip -n "$NS_SEC" link set $dev nomaster ;; esac
+        case $info in *",UP"*|*"<UP"*) ;; *) log "  warning: $dev is down; bringing it up"; ip -n "$NS_SEC" link set $dev up ;; esac
+        if tc -n "$NS_SEC" qdisc show dev $dev | grep -q -E 'clsact|ingress'; then
+            log "  warning: $dev still has a clsact/ingress qdisc; removing it"
+            tc -n "$NS_SEC" qdisc del dev $dev clsact 2>/dev/null || tc -n "$NS_SEC" qdisc del dev $dev ingress 2>/dev/null
+        fi
+    done
+    for dev in br0 obr0 ovs-netdev; do
+        ip -n "$NS_SEC" link show dev $dev >/dev/null 2>&1 &&
+            { log "  warning: leftover $dev in $NS_SEC; deleting it"; ip -n "$NS_SEC" link del $dev 2>/dev/null; }
+    done
+    return 0
+}
+
+run_mode() {   # run_mode MODE ROUND
+    local m=$1 r=$2 pod=$NS_POD peer=$NS_PEER tag="r$2-$1" err=()
+    [ "$m" = a ] && { pod=$NS_DPOD; peer=$NS_DPEER; }
+    KV=()
+    if [ -n "${DISABLED[$m]:-}" ]; then
+        python3 "$HELPER" record "$RAW" "$m" "$r" "error=n/a: ${DISABLED[$m]}"
+        return
+    fi
+    log "round $r mode ($m)"
+    [ "$m" != a ] && sec_sanity
+    if ! "mode_${m}_up"; then
+        local why=${DISABLED[$m]:-setup failed}
+        log "  mode ($m) n/a: $why"
+        "mode_${m}_down"
+        python3 "$HELPER" record "$RAW" "$m" "$r" "error=n/a: $why"
+        return
+    fi
+    if ! check_path "$pod"; then
+        log "  no connectivity pod -> peer in mode ($m)"
+        err+=("no connectivity")
+    else
+        sleep 0.5
+        run_ping "$pod" "$tag" || err+=("ping failed")
+        sleep 0.5
+        run_small_frames "$pod" "$peer" "$tag" || err+=("trafgen failed")
+        sleep 1
+        run_iperf "$pod" "$peer" 1 tcp1 "$tag" || err+=("iperf x1 failed")
+        sleep 0.5
+        run_iperf "$pod" "$peer" 4 tcp4 "$tag" || err+=("iperf x4 failed")
+    fi
+    if [ -n "$GW_PID" ] && ! kill -0 "$GW_PID" 2>/dev/null; then
+        err+=("guardwire died during the tests")
+    fi
+    "mode_${m}_down"
+    local e=""
+    [ ${#err[@]} -gt 0 ] && e="error=$(IFS=';'; echo "${err[*]}")"
+    python3 "$HELPER" record "$RAW" "$m" "$r" "${KV[@]}" ${e:+"$e"}
+}
+
+# ---------------------------------------------------------------- main
+log "work dir $WORK; rounds $ROUNDS, duration ${DURATION}s, modes $MODES"
+case ",$MODES," in *,d,*) [ -x "$GW_BIN" ] || { DISABLED[d]="binary $GW_BIN not found (build it first)"; log "mode (d): ${DISABLED[d]}"; } ;; esac
+setup_topology || { log "topology setup failed"; exit 1; }
+
+for r in $(seq "$ROUNDS"); do
+    for m in "${MODE_LIST[@]}"; do
+        run_mode "$m" "$r"
+    done
+done
+
+mkdir -p "$BENCH/results"
+OUT=$BENCH/results/$STAMP
+[ -e "$OUT.md" ] && OUT=$OUT-$(date +%S)
+gwinfo=""
+if [ -x "$GW_BIN" ] && [[ ,$MODES, == *,d,* ]]; then
+    gwinfo="$(stat -c '%y' "$GW_BIN" | cut -d. -f1), sha256 $(sha256sum "$GW_BIN" | cut -c1-12)"
+    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) && gwinfo="$gwinfo, repo HEAD $rev"
+fi
+note=""
+for m in "${!DISABLED[@]}"; do note="$note($m) ${DISABLED[$m]}. "; done
+python3 "$HELPER" report "$RAW" "$OUT.md" "$OUT.json" \
+    "date=$(date '+%Y-%m-%d %H:%M %Z')" "kernel=$(uname -r)" "nproc=$(nproc)" \
+    "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+    "rounds=$ROUNDS" "duration=$DURATION" "modes=$MODES" "trafgen_cpus=$TRAFGEN_CPUS" \
+    "guardwire=$gwinfo" "note=$note" "logs=$LOGS"
+echo
+echo "results: $OUT.md"
+echo "raw:     $OUT.json"

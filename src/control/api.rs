@@ -1,0 +1,129 @@
+//! The control socket: a Unix stream socket speaking one JSON request per line
+//! and one JSON answer per line. The CLI verbs (`guardwire stats`, ...) are its
+//! clients.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A request to the daemon.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// All counters.
+    Stats,
+    /// The learned MAC table.
+    Macs,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// Did it work?
+    pub ok: bool,
+    /// The result when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why not, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Binds the control socket at `path`, refusing if a daemon already answers there.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another guardwire answers on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Serves requests on `listener` until the process ends, one connection at a time
+/// (requests are short), answering each with `handle`.
+pub fn serve<H>(listener: UnixListener, handle: H) -> io::Result<std::thread::JoinHandle<()>>
+where
+    H: Fn(Request) -> Result<Value, String> + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name("gw-control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                if let Err(e) = answer(conn, &handle) {
+                    tracing::debug!("control connection: {e}");
+                }
+            }
+        })
+}
+
+fn answer<H>(conn: UnixStream, handle: &H) -> io::Result<()>
+where
+    H: Fn(Request) -> Result<Value, String>,
+{
+    let mut w = conn.try_clone()?;
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line)?;
+    let resp = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => match handle(req) {
+            Ok(v) => Response {
+                ok: true,
+                result: Some(v),
+                error: None,
+            },
+            Err(e) => Response {
+                ok: false,
+                result: None,
+                error: Some(e),
+            },
+        },
+        Err(e) => Response {
+            ok: false,
+            result: None,
+            error: Some(format!("bad request: {e}")),
+        },
+    };
+    let mut out = serde_json::to_vec(&resp).map_err(io::Error::other)?;
+    out.push(b'\n');
+    w.write_all(&out)
+}
+
+/// Sends one request to the daemon at `path` and returns its result.
+pub fn call(path: &Path, req: &Request) -> Result<Value, String> {
+    let sock: PathBuf = path.to_path_buf();
+    let mut s = UnixStream::connect(&sock).map_err(|e| {
+        format!(
+            "cannot reach guardwire at {}: {e} (is `guardwire run` going?)",
+            sock.display()
+        )
+    })?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut msg = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    msg.push(b'\n');
+    s.write_all(&msg).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let r: Response =
+        serde_json::from_str(&line).map_err(|e| format!("bad answer from guardwire: {e}"))?;
+    if r.ok {
+        Ok(r.result.unwrap_or(Value::Null))
+    } else {
+        Err(r.error.unwrap_or_else(|| "unknown error".into()))
+    }
+}

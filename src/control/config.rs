@@ -1,0 +1,359 @@
+//! The node's TOML configuration. Unknown keys, wrong types and inconsistent values
+//! are refused with the file, line and key named.
+
+use crate::pipeline::MalformedPolicy;
+use crate::port::FaultConfig;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Where the control socket lives unless the config says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/guardwire/guardwire.sock";
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node.
+    pub node: NodeConfig,
+    /// Datapath tunables.
+    #[serde(default)]
+    pub datapath: DatapathConfig,
+    /// Workloads wired into sec ns at start.
+    #[serde(default, rename = "workload")]
+    pub workloads: Vec<WorkloadConfig>,
+}
+
+/// `[node]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node name, for logs and stats.
+    pub name: String,
+    /// Unix socket the CLI talks to.
+    #[serde(default = "default_socket")]
+    pub control_socket: PathBuf,
+    /// Turn IPv4 forwarding off in sec ns and IPv6 off on every port.
+    #[serde(default = "yes")]
+    pub sec_ns_hygiene: bool,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+fn yes() -> bool {
+    true
+}
+
+/// `[datapath]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatapathConfig {
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Frames per burst.
+    pub batch: usize,
+    /// RX ring slots per packet port (68 KiB each).
+    pub ring_frames: usize,
+    /// Seconds after which an unseen MAC is forgotten.
+    pub mac_age_secs: u64,
+    /// MACs one workload port may hold.
+    pub mac_limit: u32,
+    /// What to do with frames that do not parse: "drop" or "pass".
+    pub malformed: MalformedPolicy,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig {
+            workers: 0,
+            batch: 64,
+            ring_frames: 120,
+            mac_age_secs: 300,
+            mac_limit: 8,
+            malformed: MalformedPolicy::Drop,
+        }
+    }
+}
+
+/// What a workload is.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// A pod: a netns whose eth0 is a CNI-made veth.
+    Pod,
+    /// A VM on a tap.
+    Vm,
+}
+
+impl WorkloadKind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Pod => "pod",
+            WorkloadKind::Vm => "vm",
+        }
+    }
+}
+
+/// `[[workload]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadConfig {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// `pod` or `vm`.
+    pub kind: WorkloadKind,
+    /// Interface in sec ns facing the workload.
+    pub workload_port: Spanned<String>,
+    /// Interface in sec ns facing the node network.
+    pub uplink_port: Spanned<String>,
+    /// Record both ports' traffic to pcap files with this prefix (debugging).
+    #[serde(default)]
+    pub pcap: Option<PathBuf>,
+    /// Damage frames received on the workload port (tests only).
+    #[serde(default)]
+    pub fault: Option<FaultConfig>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or keys/types that do not fit.
+    #[error("{path}: {msg}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What toml said, with line and column.
+        msg: String,
+    },
+    /// Valid TOML whose values do not fit together.
+    #[error("{path}:{line}: {key}: {msg}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// 1-based line of the offending value (0: whole file).
+        line: usize,
+        /// The key, e.g. `workload[1].uplink_port`.
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// Is `s` usable as a Linux interface name?
+pub fn valid_ifname(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("interface name is empty".into());
+    }
+    if s.len() >= libc::IFNAMSIZ {
+        return Err(format!(
+            "interface name {s:?} is {} bytes; Linux allows at most {}",
+            s.len(),
+            libc::IFNAMSIZ - 1
+        ));
+    }
+    if s == "." || s == ".." || s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err(format!(
+            "interface name {s:?} contains a character Linux refuses"
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            msg: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate(text, path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, text: &str, path: &str) -> Result<(), ConfigError> {
+        let line_of = |span: std::ops::Range<usize>| {
+            text[..span.start.min(text.len())].matches('\n').count() + 1
+        };
+        let key_line = |key: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map(|i| i + 1)
+                .unwrap_or(0)
+        };
+        let bad = |line: usize, key: String, msg: String| ConfigError::Invalid {
+            path: path.to_string(),
+            line,
+            key,
+            msg,
+        };
+        let d = &self.datapath;
+        if !(1..=1024).contains(&d.batch) {
+            return Err(bad(
+                key_line("batch"),
+                "datapath.batch".into(),
+                "must be 1..=1024".into(),
+            ));
+        }
+        if !(1..=65_535).contains(&d.ring_frames) {
+            return Err(bad(
+                key_line("ring_frames"),
+                "datapath.ring_frames".into(),
+                "must be 1..=65535".into(),
+            ));
+        }
+        if d.workers > 256 {
+            return Err(bad(
+                key_line("workers"),
+                "datapath.workers".into(),
+                "must be 0..=256".into(),
+            ));
+        }
+        if d.mac_limit == 0 {
+            return Err(bad(
+                key_line("mac_limit"),
+                "datapath.mac_limit".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.node.name.trim().is_empty() {
+            return Err(bad(
+                key_line("name"),
+                "node.name".into(),
+                "must not be empty".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut ports = HashSet::new();
+        for (i, w) in self.workloads.iter().enumerate() {
+            if w.name.get_ref().trim().is_empty() {
+                return Err(bad(
+                    line_of(w.name.span()),
+                    format!("workload[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            if !names.insert(w.name.get_ref().as_str()) {
+                return Err(bad(
+                    line_of(w.name.span()),
+                    format!("workload[{i}].name"),
+                    format!("workload {:?} is named twice", w.name.get_ref()),
+                ));
+            }
+            for (key, p) in [
+                ("workload_port", &w.workload_port),
+                ("uplink_port", &w.uplink_port),
+            ] {
+                let k = format!("workload[{i}].{key}");
+                valid_ifname(p.get_ref()).map_err(|m| bad(line_of(p.span()), k.clone(), m))?;
+                if !ports.insert(p.get_ref().as_str()) {
+                    return Err(bad(
+                        line_of(p.span()),
+                        k,
+                        format!("port {:?} is used twice", p.get_ref()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Worker threads to start: the configured number, or one per core.
+    pub fn workers(&self) -> usize {
+        match self.datapath.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "n1"
+
+[datapath]
+workers = 2
+
+[[workload]]
+name = "pod1"
+kind = "pod"
+workload_port = "wp-pod1"
+uplink_port = "up-pod1"
+"#;
+
+    #[test]
+    fn good_config() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.workloads.len(), 1);
+        assert_eq!(c.datapath.batch, 64);
+        assert_eq!(c.workers(), 2);
+        assert_eq!(c.node.control_socket, PathBuf::from(DEFAULT_SOCKET));
+    }
+
+    #[test]
+    fn unknown_key_names_line() {
+        let t = GOOD.replace("workers = 2", "workerz = 2");
+        let e = Config::parse(&t, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("line 6"), "{e}");
+        assert!(e.contains("workerz"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_port_names_line_and_key() {
+        let t = GOOD.replace("up-pod1", "wp-pod1");
+        let e = Config::parse(&t, "t.toml").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "t.toml:12: workload[0].uplink_port: port \"wp-pod1\" is used twice"
+        );
+    }
+
+    #[test]
+    fn long_interface_name_refused() {
+        let t = GOOD.replace("up-pod1", "a-name-far-too-long");
+        let e = Config::parse(&t, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.starts_with("t.toml:12: workload[0].uplink_port: interface name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_refused() {
+        let t = GOOD.replace("workers = 2", "workers = \"two\"");
+        let e = Config::parse(&t, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn bad_kind_refused() {
+        let t = GOOD.replace("kind = \"pod\"", "kind = \"container\"");
+        let e = Config::parse(&t, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("line 10"), "{e}");
+    }
+}

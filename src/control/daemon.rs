@@ -1,0 +1,157 @@
+//! `guardwire run`: opens the configured ports in sec ns, starts the datapath and
+//! the control socket, and runs until SIGTERM or SIGINT.
+
+use super::api::{self, Request};
+use super::config::{Config, WorkloadConfig};
+use crate::datapath::{Datapath, DatapathParams, WorkloadInfo};
+use crate::pipeline::Pipeline;
+use crate::port::{FaultPort, PacketPort, PacketPortOptions, PcapPort, Port};
+use crate::steer;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Sec ns could not be prepared.
+    #[error(transparent)]
+    Steer(#[from] steer::SteerError),
+    /// A port could not be opened.
+    #[error("workload {workload}: port {port}: {source}")]
+    Port {
+        /// The workload.
+        workload: String,
+        /// The port.
+        port: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Anything else on the way up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &str) -> impl FnOnce(io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Opens one port as the config asks (pcap and fault wrappers when configured).
+fn open_port(
+    w: &WorkloadConfig,
+    name: &str,
+    opts: &PacketPortOptions,
+    workload_side: bool,
+) -> Result<Arc<dyn Port>, DaemonError> {
+    let err = |source| DaemonError::Port {
+        workload: w.name.get_ref().clone(),
+        port: name.to_string(),
+        source,
+    };
+    let mut port: Box<dyn Port> = Box::new(PacketPort::open(name, opts).map_err(err)?);
+    if workload_side && let Some(f) = &w.fault {
+        port = Box::new(FaultPort::new(port, f.clone()));
+    }
+    if let Some(prefix) = &w.pcap {
+        let path = PathBuf::from(format!("{}-{name}.pcap", prefix.display()));
+        port = Box::new(PcapPort::new(port, &path).map_err(err)?);
+    }
+    Ok(Arc::from(port))
+}
+
+/// Runs the daemon until a signal asks it to stop.
+pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    if cfg.node.sec_ns_hygiene {
+        steer::prepare_sec_ns()?;
+        for w in &cfg.workloads {
+            steer::prepare_port(w.workload_port.get_ref())?;
+            steer::prepare_port(w.uplink_port.get_ref())?;
+        }
+    }
+    let params = DatapathParams {
+        workers: cfg.workers(),
+        batch: cfg.datapath.batch,
+        mac_limit: cfg.datapath.mac_limit,
+        mac_age_secs: cfg.datapath.mac_age_secs,
+    };
+    let opts = PacketPortOptions {
+        ring_frames: cfg.datapath.ring_frames,
+        ..Default::default()
+    };
+    let mut dp = Datapath::start(params, Pipeline::new(cfg.datapath.malformed))
+        .map_err(io_err("start workers"))?;
+    for w in &cfg.workloads {
+        let wp = open_port(w, w.workload_port.get_ref(), &opts, true)?;
+        let up = open_port(w, w.uplink_port.get_ref(), &opts, false)?;
+        dp.add_workload(
+            WorkloadInfo {
+                name: w.name.get_ref().clone(),
+                kind: w.kind.name().to_string(),
+            },
+            wp,
+            up,
+        )
+        .map_err(io_err("add workload"))?;
+        tracing::info!(
+            workload = w.name.get_ref().as_str(),
+            workload_port = w.workload_port.get_ref().as_str(),
+            uplink_port = w.uplink_port.get_ref().as_str(),
+            "workload wired"
+        );
+    }
+    let dp = Arc::new(Mutex::new(dp));
+    let sock = cfg.node.control_socket.clone();
+    let listener = api::bind(&sock).map_err(io_err("control socket"))?;
+    let api_dp = dp.clone();
+    api::serve(listener, move |req| {
+        let dp = api_dp.lock().map_err(|_| "datapath lock poisoned".to_string())?;
+        match req {
+            Request::Stats => serde_json::to_value(dp.stats()).map_err(|e| e.to_string()),
+            Request::Macs => {
+                let t = dp.shared().macs.snapshot();
+                let now = dp.shared().now_secs();
+                let v: Vec<serde_json::Value> = t
+                    .entries()
+                    .into_iter()
+                    .map(|(m, p, seen)| {
+                        serde_json::json!({
+                            "mac": m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                            "port": p.0,
+                            "age_secs": now.saturating_sub(seen),
+                        })
+                    })
+                    .collect();
+                Ok(serde_json::Value::Array(v))
+            }
+        }
+    })
+    .map_err(io_err("control thread"))?;
+    tracing::info!(node = cfg.node.name.as_str(), socket = %sock.display(), "guardwire running");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(io_err("signal handler"))?;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if let Ok(dp) = dp.lock() {
+            dp.housekeeping();
+        }
+    }
+    tracing::info!("stopping");
+    if let Ok(mut dp) = dp.lock() {
+        dp.stop();
+    }
+    let _ = std::fs::remove_file(&sock);
+    Ok(())
+}

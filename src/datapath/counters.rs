@@ -1,0 +1,132 @@
+//! Counters the datapath keeps, readable from outside while it runs. Workers add
+//! to them once per burst (relaxed atomics), never once per frame.
+
+use crate::pipeline::{DropReason, Malformed};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one port.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Frames received (a GSO super-frame counts once).
+    pub rx_frames: AtomicU64,
+    /// Bytes received.
+    pub rx_bytes: AtomicU64,
+    /// GSO super-frames received.
+    pub rx_gso: AtomicU64,
+    /// Frames received with a VLAN tag the kernel had stripped.
+    pub rx_vlan: AtomicU64,
+    /// Frames sent.
+    pub tx_frames: AtomicU64,
+    /// Bytes sent.
+    pub tx_bytes: AtomicU64,
+    /// Frames the kernel dropped because the RX ring was full.
+    pub kernel_drops: AtomicU64,
+    /// Frames too big for a ring slot, discarded whole.
+    pub ring_truncated: AtomicU64,
+}
+
+/// A copy of one port's counters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortCountersSnapshot {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub rx_gso: u64,
+    pub rx_vlan: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    pub kernel_drops: u64,
+    pub ring_truncated: u64,
+}
+
+impl PortCounters {
+    /// Reads all counters.
+    pub fn snapshot(&self) -> PortCountersSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PortCountersSnapshot {
+            rx_frames: r(&self.rx_frames),
+            rx_bytes: r(&self.rx_bytes),
+            rx_gso: r(&self.rx_gso),
+            rx_vlan: r(&self.rx_vlan),
+            tx_frames: r(&self.tx_frames),
+            tx_bytes: r(&self.tx_bytes),
+            kernel_drops: r(&self.kernel_drops),
+            ring_truncated: r(&self.ring_truncated),
+        }
+    }
+}
+
+/// Datapath-wide counters: drops by reason, malformed frames by kind.
+#[derive(Debug, Default)]
+pub struct DatapathCounters {
+    drops: [AtomicU64; DropReason::ALL.len()],
+    malformed: [AtomicU64; Malformed::ALL.len()],
+    /// Bursts processed.
+    pub bursts: AtomicU64,
+}
+
+impl DatapathCounters {
+    /// Adds a worker's per-burst tallies.
+    pub fn add(&self, t: &BurstTally) {
+        for (a, &v) in self.drops.iter().zip(&t.drops) {
+            if v != 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        }
+        for (a, &v) in self.malformed.iter().zip(&t.malformed) {
+            if v != 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        }
+        self.bursts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops by reason name (every reason listed, zeros included).
+    pub fn drops(&self) -> BTreeMap<String, u64> {
+        DropReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.name().to_string(),
+                    self.drops[*r as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// Malformed frames by kind name (every kind listed).
+    pub fn malformed(&self) -> BTreeMap<String, u64> {
+        Malformed::ALL
+            .iter()
+            .map(|m| {
+                (
+                    m.name().to_string(),
+                    self.malformed[*m as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+}
+
+/// What one burst counted, kept on the worker's stack and added at the end.
+#[derive(Clone, Debug, Default)]
+pub struct BurstTally {
+    pub drops: [u64; DropReason::ALL.len()],
+    pub malformed: [u64; Malformed::ALL.len()],
+}
+
+impl BurstTally {
+    /// Counts a drop.
+    pub fn drop(&mut self, r: DropReason, n: u64) {
+        self.drops[r as usize] += n;
+    }
+    /// Counts a malformed frame.
+    pub fn malformed(&mut self, m: Malformed) {
+        self.malformed[m as usize] += 1;
+    }
+    /// Anything counted?
+    pub fn is_empty(&self) -> bool {
+        self.drops.iter().chain(&self.malformed).all(|&v| v == 0)
+    }
+}

@@ -1,0 +1,345 @@
+//! The threads that move frames: each worker owns the ports of some workloads and
+//! runs port -> pipeline -> switch -> port on bursts of frames. The control side
+//! ([`Datapath`]) builds new forwarding state and swaps it in; workers never wait
+//! for it.
+
+mod counters;
+mod worker;
+
+pub use counters::{BurstTally, DatapathCounters, PortCounters, PortCountersSnapshot};
+
+use crate::pipeline::Pipeline;
+use crate::port::Port;
+use crate::switch::{PortId, Role, SharedMacTable, Topology, WorkloadId, WorkloadPorts};
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use worker::{Worker, WorkerCmd};
+
+/// Tunables of the datapath.
+#[derive(Clone, Debug)]
+pub struct DatapathParams {
+    /// Worker threads.
+    pub workers: usize,
+    /// Frames per burst.
+    pub batch: usize,
+    /// MACs a workload port may hold.
+    pub mac_limit: u32,
+    /// Seconds after which an unseen MAC is forgotten.
+    pub mac_age_secs: u64,
+}
+
+/// One port in the forwarding state.
+pub struct PortSlot {
+    /// The port itself.
+    pub port: Arc<dyn Port>,
+    /// Its counters.
+    pub counters: Arc<PortCounters>,
+}
+
+/// A workload in the forwarding state.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadInfo {
+    /// Name from the config or the attach command.
+    pub name: String,
+    /// `pod` or `vm`.
+    pub kind: String,
+}
+
+/// Immutable forwarding state; replaced as a whole when workloads come and go.
+#[derive(Default)]
+pub struct Forwarding {
+    /// Roles of ports, for the switch.
+    pub topo: Topology,
+    /// Ports by [`PortId`].
+    pub ports: Vec<Option<PortSlot>>,
+    /// Workloads by [`WorkloadId`].
+    pub workloads: Vec<Option<WorkloadInfo>>,
+}
+
+impl Forwarding {
+    fn port(&self, p: PortId) -> Option<&PortSlot> {
+        self.ports.get(p.0 as usize).and_then(|s| s.as_ref())
+    }
+
+    fn clone_shallow(&self) -> Forwarding {
+        Forwarding {
+            topo: self.topo.clone(),
+            ports: self
+                .ports
+                .iter()
+                .map(|s| {
+                    s.as_ref().map(|s| PortSlot {
+                        port: s.port.clone(),
+                        counters: s.counters.clone(),
+                    })
+                })
+                .collect(),
+            workloads: self.workloads.clone(),
+        }
+    }
+}
+
+/// State every worker reads.
+pub struct Shared {
+    /// Ports, roles and workloads.
+    pub fwd: Arc<ArcSwap<Forwarding>>,
+    /// The MAC table.
+    pub macs: SharedMacTable,
+    /// The pipeline (rules swap in here).
+    pub pipeline: Arc<ArcSwap<Pipeline>>,
+    /// Drops and malformed frames.
+    pub counters: DatapathCounters,
+    /// Tunables.
+    pub params: DatapathParams,
+    started: Instant,
+}
+
+impl Shared {
+    /// Seconds since the datapath started (the MAC table's clock).
+    pub fn now_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}
+
+struct WorkerHandle {
+    cmds: Sender<WorkerCmd>,
+    waker: Arc<mio::Waker>,
+    join: Option<JoinHandle<()>>,
+    ports: usize,
+}
+
+/// The running datapath, driven by the control side.
+pub struct Datapath {
+    shared: Arc<Shared>,
+    workers: Vec<WorkerHandle>,
+    owner: BTreeMap<WorkloadId, usize>,
+}
+
+/// Per-port figures for `guardwire stats`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PortStats {
+    pub port: String,
+    pub workload: String,
+    pub role: Role,
+    pub worker: usize,
+    #[serde(flatten)]
+    pub counters: PortCountersSnapshot,
+}
+
+/// Everything `guardwire stats` shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    pub uptime_secs: u64,
+    pub workers: usize,
+    pub mac_entries: usize,
+    pub bursts: u64,
+    pub ports: Vec<PortStats>,
+    pub drops: BTreeMap<String, u64>,
+    pub malformed: BTreeMap<String, u64>,
+}
+
+impl Datapath {
+    /// Starts `params.workers` worker threads with no ports yet.
+    pub fn start(params: DatapathParams, pipeline: Pipeline) -> io::Result<Datapath> {
+        let shared = Arc::new(Shared {
+            fwd: Arc::new(ArcSwap::from_pointee(Forwarding::default())),
+            macs: SharedMacTable::default(),
+            pipeline: Arc::new(ArcSwap::from_pointee(pipeline)),
+            counters: DatapathCounters::default(),
+            params: params.clone(),
+            started: Instant::now(),
+        });
+        let mut workers = Vec::new();
+        for id in 0..params.workers.max(1) {
+            let (tx, rx): (Sender<WorkerCmd>, Receiver<WorkerCmd>) = unbounded();
+            let poll = mio::Poll::new()?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), worker::WAKER)?);
+            let w = Worker::new(id, poll, rx, shared.clone());
+            let join = std::thread::Builder::new()
+                .name(format!("gw-worker-{id}"))
+                .spawn(move || w.run())?;
+            workers.push(WorkerHandle {
+                cmds: tx,
+                waker,
+                join: Some(join),
+                ports: 0,
+            });
+        }
+        Ok(Datapath {
+            shared,
+            workers,
+            owner: BTreeMap::new(),
+        })
+    }
+
+    /// The state workers share (counters, MAC table, pipeline).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    fn tell(&self, w: usize, cmd: WorkerCmd) -> io::Result<()> {
+        let h = &self.workers[w];
+        h.cmds
+            .send(cmd)
+            .map_err(|_| io::Error::other(format!("worker {w} is gone")))?;
+        h.waker.wake()
+    }
+
+    /// Adds a workload with its two ports; both go to the least loaded worker, so
+    /// the common path (workload <-> its uplink) stays on one thread.
+    pub fn add_workload(
+        &mut self,
+        info: WorkloadInfo,
+        workload_port: Arc<dyn Port>,
+        uplink_port: Arc<dyn Port>,
+    ) -> io::Result<WorkloadId> {
+        let cur = self.shared.fwd.load();
+        let mut next = cur.clone_shallow();
+        let wl = WorkloadId(
+            next.workloads
+                .iter()
+                .position(|w| w.is_none())
+                .unwrap_or(next.workloads.len()) as u32,
+        );
+        let mut free = (0..next.ports.len()).filter(|&i| next.ports[i].is_none());
+        let pw = free.next().unwrap_or(next.ports.len());
+        let pu = free.next().unwrap_or(next.ports.len().max(pw + 1));
+        let ports = WorkloadPorts {
+            workload: PortId(pw as u32),
+            uplink: PortId(pu as u32),
+        };
+        for (id, port) in [
+            (ports.workload, &workload_port),
+            (ports.uplink, &uplink_port),
+        ] {
+            let i = id.0 as usize;
+            if next.ports.len() <= i {
+                next.ports.resize_with(i + 1, || None);
+            }
+            next.ports[i] = Some(PortSlot {
+                port: port.clone(),
+                counters: Arc::new(PortCounters::default()),
+            });
+        }
+        let i = wl.0 as usize;
+        if next.workloads.len() <= i {
+            next.workloads.resize(i + 1, None);
+        }
+        next.workloads[i] = Some(info);
+        next.topo.insert(wl, ports);
+        self.shared.fwd.store(Arc::new(next));
+
+        let w = (0..self.workers.len())
+            .min_by_key(|&w| self.workers[w].ports)
+            .unwrap_or(0);
+        self.tell(w, WorkerCmd::Add(ports.workload, workload_port))?;
+        self.tell(w, WorkerCmd::Add(ports.uplink, uplink_port))?;
+        self.workers[w].ports += 2;
+        self.owner.insert(wl, w);
+        Ok(wl)
+    }
+
+    /// Removes a workload: it leaves the forwarding state first, then its worker
+    /// stops polling its ports and confirms, so the ports are closed on return.
+    pub fn remove_workload(&mut self, wl: WorkloadId) -> io::Result<()> {
+        let cur = self.shared.fwd.load();
+        let mut next = cur.clone_shallow();
+        let Some(ports) = next.topo.remove(wl) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such workload"));
+        };
+        for p in [ports.workload, ports.uplink] {
+            next.ports[p.0 as usize] = None;
+            self.shared.macs.remove_port(p);
+        }
+        next.workloads[wl.0 as usize] = None;
+        self.shared.fwd.store(Arc::new(next));
+        drop(cur);
+        if let Some(w) = self.owner.remove(&wl) {
+            let (done_tx, done_rx) = bounded(2);
+            self.tell(w, WorkerCmd::Remove(ports.workload, done_tx.clone()))?;
+            self.tell(w, WorkerCmd::Remove(ports.uplink, done_tx))?;
+            for _ in 0..2 {
+                done_rx
+                    .recv_timeout(Duration::from_secs(5))
+                    .map_err(|_| io::Error::other("worker did not release the ports"))?;
+            }
+            self.workers[w].ports = self.workers[w].ports.saturating_sub(2);
+        }
+        Ok(())
+    }
+
+    /// Periodic work: kernel counters into port counters, MAC aging.
+    pub fn housekeeping(&self) {
+        let fwd = self.shared.fwd.load();
+        for slot in fwd.ports.iter().flatten() {
+            let k = slot.port.kernel_stats();
+            slot.counters
+                .kernel_drops
+                .fetch_add(k.drops, std::sync::atomic::Ordering::Relaxed);
+            slot.counters
+                .ring_truncated
+                .fetch_add(k.truncated, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.shared
+            .macs
+            .age_out(self.shared.now_secs(), self.shared.params.mac_age_secs);
+    }
+
+    /// All counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let fwd = self.shared.fwd.load();
+        let mut ports = Vec::new();
+        for (wl, info) in fwd.workloads.iter().enumerate() {
+            let Some(info) = info else { continue };
+            let wl = WorkloadId(wl as u32);
+            let Some(wp) = fwd.topo.workload(wl) else {
+                continue;
+            };
+            for (p, role) in [(wp.workload, Role::Workload), (wp.uplink, Role::Uplink)] {
+                if let Some(slot) = fwd.port(p) {
+                    ports.push(PortStats {
+                        port: slot.port.name().to_string(),
+                        workload: info.name.clone(),
+                        role,
+                        worker: self.owner.get(&wl).copied().unwrap_or(0),
+                        counters: slot.counters.snapshot(),
+                    });
+                }
+            }
+        }
+        let c = &self.shared.counters;
+        StatsSnapshot {
+            uptime_secs: self.shared.now_secs(),
+            workers: self.workers.len(),
+            mac_entries: self.shared.macs.snapshot().len(),
+            bursts: c.bursts.load(std::sync::atomic::Ordering::Relaxed),
+            ports,
+            drops: c.drops(),
+            malformed: c.malformed(),
+        }
+    }
+
+    /// Stops every worker and waits for it.
+    pub fn stop(&mut self) {
+        for w in 0..self.workers.len() {
+            let _ = self.tell(w, WorkerCmd::Stop);
+        }
+        for h in &mut self.workers {
+            if let Some(j) = h.join.take() {
+                let _ = j.join();
+            }
+        }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,289 @@
+//! One worker thread: waits for its ports to become readable (epoll through mio,
+//! no busy polling), then for each ready port runs bursts through
+//! pipeline -> switch -> egress ports until the port is drained.
+
+use super::{BurstTally, Forwarding, Shared};
+use crate::pipeline::{DropReason, Pipeline, Verdict};
+use crate::port::{Frame, Port};
+use crate::switch::{self, Egress, Mac, MacTable, Observe, PortId, Role};
+use arc_swap::{ArcSwap, Cache};
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Token of the waker that signals a command.
+pub(super) const WAKER: Token = Token(usize::MAX);
+
+/// What the control side asks of a worker.
+pub(super) enum WorkerCmd {
+    /// Start polling this port (already present in the forwarding state).
+    Add(PortId, Arc<dyn Port>),
+    /// Stop polling this port, drop it, and confirm.
+    Remove(PortId, Sender<()>),
+    /// Leave the loop.
+    Stop,
+}
+
+struct Owned {
+    id: PortId,
+    port: Arc<dyn Port>,
+    ready: bool,
+}
+
+/// Reused buffers of a burst: which frames go to which egress port.
+#[derive(Default)]
+struct Scratch {
+    groups: Vec<(PortId, Vec<u16>)>,
+    used: usize,
+    learn: Vec<(Mac, PortId)>,
+}
+
+impl Scratch {
+    fn push(&mut self, out: PortId, i: u16) {
+        for g in &mut self.groups[..self.used] {
+            if g.0 == out {
+                g.1.push(i);
+                return;
+            }
+        }
+        if self.used == self.groups.len() {
+            self.groups.push((out, Vec::with_capacity(64)));
+        } else {
+            self.groups[self.used].0 = out;
+            self.groups[self.used].1.clear();
+        }
+        self.groups[self.used].1.push(i);
+        self.used += 1;
+    }
+}
+
+pub(super) struct Worker {
+    id: usize,
+    poll: Poll,
+    cmds: Receiver<WorkerCmd>,
+    shared: Arc<Shared>,
+    owned: Vec<Owned>,
+    fwd: Cache<Arc<ArcSwap<Forwarding>>, Arc<Forwarding>>,
+    macs: Cache<Arc<ArcSwap<MacTable>>, Arc<MacTable>>,
+    pipeline: Cache<Arc<ArcSwap<Pipeline>>, Arc<Pipeline>>,
+    scratch: Scratch,
+}
+
+impl Worker {
+    pub(super) fn new(
+        id: usize,
+        poll: Poll,
+        cmds: Receiver<WorkerCmd>,
+        shared: Arc<Shared>,
+    ) -> Worker {
+        Worker {
+            id,
+            poll,
+            cmds,
+            fwd: Cache::new(shared.fwd.clone()),
+            macs: Cache::new(shared.macs.cell()),
+            pipeline: Cache::new(shared.pipeline.clone()),
+            shared,
+            owned: Vec::new(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let batch = self.shared.params.batch.clamp(1, 1024);
+        loop {
+            let busy = self.owned.iter().any(|o| o.ready);
+            let timeout = if busy { Some(Duration::ZERO) } else { None };
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                tracing::error!(worker = self.id, "poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let mut wake = false;
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    wake = true;
+                } else if let Some(o) = self
+                    .owned
+                    .iter_mut()
+                    .find(|o| o.id.0 as usize == ev.token().0)
+                {
+                    o.ready = true;
+                }
+            }
+            if wake && !self.commands() {
+                return;
+            }
+            // One burst per ready port per round keeps ports fair; a port stays
+            // ready while its bursts come back full.
+            for k in 0..self.owned.len() {
+                if !self.owned[k].ready {
+                    continue;
+                }
+                let port = self.owned[k].port.clone();
+                let id = self.owned[k].id;
+                match self.burst(id, &*port, batch) {
+                    Ok(n) => self.owned[k].ready = n >= batch,
+                    Err(e) => {
+                        tracing::warn!(worker = self.id, port = port.name(), "receive failed: {e}");
+                        self.owned[k].ready = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies pending commands; false when told to stop.
+    fn commands(&mut self) -> bool {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                WorkerCmd::Add(id, port) => {
+                    let fd = port.fd();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut SourceFd(&fd),
+                        Token(id.0 as usize),
+                        Interest::READABLE,
+                    ) {
+                        tracing::error!(
+                            worker = self.id,
+                            port = port.name(),
+                            "cannot poll port: {e}"
+                        );
+                        continue;
+                    }
+                    // Frames may already wait in the ring: look once without an event.
+                    self.owned.push(Owned {
+                        id,
+                        port,
+                        ready: true,
+                    });
+                }
+                WorkerCmd::Remove(id, done) => {
+                    if let Some(k) = self.owned.iter().position(|o| o.id == id) {
+                        let o = self.owned.swap_remove(k);
+                        let fd = o.port.fd();
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    }
+                    let _ = done.send(());
+                }
+                WorkerCmd::Stop => return false,
+            }
+        }
+        // Let go of old snapshots (and the ports they hold) right away.
+        self.fwd.load();
+        self.macs.load();
+        self.pipeline.load();
+        true
+    }
+
+    /// Receives one burst on `in_id` and sends every frame on its way.
+    fn burst(&mut self, in_id: PortId, port: &dyn Port, batch: usize) -> std::io::Result<usize> {
+        // Borrow the cached snapshots: cloning the Arcs per burst would bounce
+        // their reference counts between workers.
+        let Worker {
+            fwd,
+            macs,
+            pipeline,
+            shared,
+            scratch,
+            ..
+        } = self;
+        let (fwd, macs, pipeline) = (&**fwd.load(), &**macs.load(), &**pipeline.load());
+        let shared = &**shared;
+        let now = shared.now_secs();
+        let limit = shared.params.mac_limit;
+        let mut tally = BurstTally::default();
+        let n = port.recv_burst(batch, &mut |frames: &[Frame<'_>]| {
+            scratch.used = 0;
+            scratch.learn.clear();
+            let Some(in_slot) = fwd.port(in_id) else {
+                tally.drop(DropReason::NoEgress, frames.len() as u64);
+                return;
+            };
+            let in_role = fwd.topo.role(in_id).map(|(_, r)| r);
+            let (mut bytes, mut gso, mut vlan) = (0u64, 0u64, 0u64);
+            for (i, fr) in frames.iter().enumerate() {
+                bytes += fr.wire_len() as u64;
+                gso += fr.is_gso() as u64;
+                vlan += fr.vlan.is_some() as u64;
+                match pipeline.judge(fr) {
+                    Verdict::Forward => {}
+                    Verdict::MalformedPass(m) => tally.malformed(m),
+                    Verdict::MalformedDrop(m) => {
+                        tally.malformed(m);
+                        tally.drop(DropReason::Malformed, 1);
+                        continue;
+                    }
+                    Verdict::Drop(r) => {
+                        tally.drop(r, 1);
+                        continue;
+                    }
+                }
+                let d = fr.data();
+                let dst: &Mac = d[0..6]
+                    .try_into()
+                    .expect("judged frames hold an Ethernet header");
+                let src: &Mac = d[6..12]
+                    .try_into()
+                    .expect("judged frames hold an Ethernet header");
+                if in_role == Some(Role::Workload) {
+                    if switch::is_group(src) {
+                        tally.drop(DropReason::BadSourceMac, 1);
+                        continue;
+                    }
+                    match macs.observe(src, in_id, now, limit) {
+                        Observe::Known => {}
+                        Observe::OverLimit => {
+                            tally.drop(DropReason::MacLimit, 1);
+                            continue;
+                        }
+                        Observe::New | Observe::Moved(_) => {
+                            if !scratch.learn.iter().any(|(m, _)| m == src) {
+                                scratch.learn.push((*src, in_id));
+                            }
+                        }
+                    }
+                }
+                match switch::egress(&fwd.topo, macs, in_id, dst) {
+                    Egress::Port(out) => scratch.push(out, i as u16),
+                    Egress::Drop(r) => tally.drop(r, 1),
+                }
+            }
+            let c = &in_slot.counters;
+            c.rx_frames
+                .fetch_add(frames.len() as u64, Ordering::Relaxed);
+            c.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if gso != 0 {
+                c.rx_gso.fetch_add(gso, Ordering::Relaxed);
+            }
+            if vlan != 0 {
+                c.rx_vlan.fetch_add(vlan, Ordering::Relaxed);
+            }
+            for (out, pick) in &scratch.groups[..scratch.used] {
+                let Some(slot) = fwd.port(*out) else {
+                    tally.drop(DropReason::NoEgress, pick.len() as u64);
+                    continue;
+                };
+                let r = slot.port.send_burst(frames, pick);
+                slot.counters
+                    .tx_frames
+                    .fetch_add(r.sent as u64, Ordering::Relaxed);
+                slot.counters.tx_bytes.fetch_add(r.bytes, Ordering::Relaxed);
+                tally.drop(DropReason::TxBusy, r.busy as u64);
+                tally.drop(DropReason::TxFailed, r.failed as u64);
+            }
+            if !scratch.learn.is_empty() {
+                shared.macs.learn_all(&scratch.learn, now, limit);
+            }
+        })?;
+        if n > 0 {
+            shared.counters.add(&tally);
+        }
+        Ok(n)
+    }
+}

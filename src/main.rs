@@ -1,0 +1,119 @@
+//! The `guardwire` command: the daemon and the verbs that talk to it.
+
+use clap::{Parser, Subcommand};
+use guardwire::control::api::{self, Request};
+use guardwire::control::config::{Config, DEFAULT_SOCKET};
+use guardwire::control::{daemon, stats};
+use guardwire::datapath::StatsSnapshot;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A userspace virtual switch that forces every frame of a node's pods and VMs
+/// through one inspection pipeline.
+#[derive(Parser)]
+#[command(name = "guardwire", version)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// Control socket of the running daemon.
+    #[arg(long, conflicts_with = "config")]
+    socket: Option<PathBuf>,
+    /// Take the control socket from this config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> Result<PathBuf, String> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        if let Some(c) = &self.config {
+            return Config::load(c)
+                .map(|c| c.node.control_socket)
+                .map_err(|e| e.to_string());
+        }
+        Ok(PathBuf::from(DEFAULT_SOCKET))
+    }
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Run the switch in this network namespace (the sec ns) until SIGTERM/SIGINT.
+    Run {
+        /// Node configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit.
+    Check {
+        /// Node configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show per-port counters and drops by reason of the running daemon.
+    Stats {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the learned MAC table of the running daemon.
+    Macs {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GUARDWIRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let r: Result<(), String> = match cli.verb {
+        Verb::Run { config } => Config::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|c| daemon::run(c).map_err(|e| e.to_string())),
+        Verb::Check { config } => Config::load(&config).map_err(|e| e.to_string()).map(|c| {
+            println!("{}: ok ({} workloads)", config.display(), c.workloads.len());
+        }),
+        Verb::Stats { target, json } => target.socket().and_then(|s| {
+            let v = api::call(&s, &Request::Stats)?;
+            if json {
+                println!("{v}");
+            } else {
+                let snap: StatsSnapshot = serde_json::from_value(v).map_err(|e| e.to_string())?;
+                print!("{}", stats::render(&snap));
+            }
+            Ok(())
+        }),
+        Verb::Macs { target } => target.socket().and_then(|s| {
+            let v = api::call(&s, &Request::Macs)?;
+            for e in v.as_array().into_iter().flatten() {
+                println!(
+                    "{}  port {}  age {}s",
+                    e["mac"].as_str().unwrap_or("?"),
+                    e["port"],
+                    e["age_secs"]
+                );
+            }
+            Ok(())
+        }),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guardwire: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

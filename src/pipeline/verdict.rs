@@ -1,0 +1,148 @@
+//! What the pipeline and the switch decide about a frame, and the reasons a frame
+//! is dropped. Every reason has a counter readable from outside.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a frame did not leave guardwire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    Runt,
+    /// Did not parse, and the malformed policy is `drop`.
+    Malformed,
+    /// Source MAC is multicast or broadcast (never a valid sender).
+    BadSourceMac,
+    /// A new source MAC on a workload port that already has its limit of MACs.
+    MacLimit,
+    /// Destination is a MAC learned on the port the frame came in by.
+    Hairpin,
+    /// The port or its workload is gone (detached between receive and send).
+    NoEgress,
+    /// The egress socket or device stayed full.
+    TxBusy,
+    /// The kernel refused the frame on send.
+    TxFailed,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Runt,
+        DropReason::Malformed,
+        DropReason::BadSourceMac,
+        DropReason::MacLimit,
+        DropReason::Hairpin,
+        DropReason::NoEgress,
+        DropReason::TxBusy,
+        DropReason::TxFailed,
+    ];
+
+    /// Name used in stats and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Runt => "runt",
+            DropReason::Malformed => "malformed",
+            DropReason::BadSourceMac => "bad_source_mac",
+            DropReason::MacLimit => "mac_limit",
+            DropReason::Hairpin => "hairpin",
+            DropReason::NoEgress => "no_egress",
+            DropReason::TxBusy => "tx_busy",
+            DropReason::TxFailed => "tx_failed",
+        }
+    }
+}
+
+/// What is wrong with a frame that does not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Malformed {
+    /// Shorter than an Ethernet header.
+    Runt,
+    /// Link layer cut short.
+    Link,
+    /// VLAN (or QinQ, MACsec) header cut short.
+    Vlan,
+    /// IPv4 header cut short, bad version or IHL.
+    Ipv4Header,
+    /// IPv4 total length larger than the frame.
+    Ipv4Length,
+    /// IPv6 header cut short.
+    Ipv6Header,
+    /// IPv6 payload length larger than the frame.
+    Ipv6Length,
+    /// IPv6 extension header (or IPv4 AH) chain cut short or invalid.
+    IpExt,
+    /// TCP header cut short or bad data offset.
+    Tcp,
+    /// UDP header cut short or length wrong.
+    Udp,
+    /// ICMP/ICMPv6/IGMP cut short.
+    Icmp,
+    /// ARP cut short or inconsistent.
+    Arp,
+    /// GSO metadata that does not match the frame (not TCP/UDP, or zero size).
+    Gso,
+}
+
+impl Malformed {
+    /// Every kind, in counter order.
+    pub const ALL: [Malformed; 13] = [
+        Malformed::Runt,
+        Malformed::Link,
+        Malformed::Vlan,
+        Malformed::Ipv4Header,
+        Malformed::Ipv4Length,
+        Malformed::Ipv6Header,
+        Malformed::Ipv6Length,
+        Malformed::IpExt,
+        Malformed::Tcp,
+        Malformed::Udp,
+        Malformed::Icmp,
+        Malformed::Arp,
+        Malformed::Gso,
+    ];
+
+    /// Name used in stats and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Malformed::Runt => "runt",
+            Malformed::Link => "link",
+            Malformed::Vlan => "vlan",
+            Malformed::Ipv4Header => "ipv4_header",
+            Malformed::Ipv4Length => "ipv4_length",
+            Malformed::Ipv6Header => "ipv6_header",
+            Malformed::Ipv6Length => "ipv6_length",
+            Malformed::IpExt => "ip_ext",
+            Malformed::Tcp => "tcp",
+            Malformed::Udp => "udp",
+            Malformed::Icmp => "icmp",
+            Malformed::Arp => "arp",
+            Malformed::Gso => "gso",
+        }
+    }
+}
+
+/// What to do with a frame that does not parse (but is at least an Ethernet header).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MalformedPolicy {
+    /// Count it and drop it.
+    #[default]
+    Drop,
+    /// Count it and switch it like any other frame.
+    Pass,
+}
+
+/// The pipeline's decision for one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand the frame to the switch.
+    Forward,
+    /// Malformed, counted, and switched anyway (policy `pass`).
+    MalformedPass(Malformed),
+    /// Malformed, counted, and dropped (policy `drop`).
+    MalformedDrop(Malformed),
+    /// Dropped for the reason given.
+    Drop(DropReason),
+}
