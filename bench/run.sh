@@ -230,7 +230,7 @@ EOF
     fi
     mkdir -p "$GW_SOCK_DIR"
     rm -f "$GW_SOCK"
-    ip netns exec "$NS_SEC" "$GW_BIN" run --config "$cfg" >"$LOGS/guardwire.r$GW_ROUND.log" 2>&1 &
+    ip netns exec "$NS_SEC" env NO_COLOR=1 "$GW_BIN" run --config "$cfg" >"$LOGS/guardwire.r$GW_ROUND.log" 2>&1 &
     GW_PID=$!
     for i in $(seq 100); do
         [ -e "$GW_SOCK" ] && break
@@ -507,6 +507,12 @@ run_mode() {   # run_mode MODE ROUND
 # ---------------------------------------------------------------- main
 log "work dir $WORK; rounds $ROUNDS, duration ${DURATION}s, modes $MODES"
 case ",$MODES," in *,d,*) [ -x "$GW_BIN" ] || { DISABLED[d]="binary $GW_BIN not found (build it first)"; log "mode (d): ${DISABLED[d]}"; } ;; esac
+busy=$(pgrep -a -x 'iperf3|trafgen|guardwire|ovs-vswitchd|qemu-system-x86' 2>/dev/null | head -n 5)
+if [ -n "$busy" ]; then
+    log "warning: other traffic tools are running; figures will be noisy:"
+    printf '%s\n' "$busy" | sed 's/^/    /' >&3
+fi
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 setup_topology || { log "topology setup failed"; exit 1; }
 
 for r in $(seq "$ROUNDS"); do
@@ -529,7 +535,8 @@ python3 "$HELPER" report "$RAW" "$OUT.md" "$OUT.json" \
     "date=$(date '+%Y-%m-%d %H:%M %Z')" "kernel=$(uname -r)" "nproc=$(nproc)" \
     "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
     "rounds=$ROUNDS" "duration=$DURATION" "modes=$MODES" "trafgen_cpus=$TRAFGEN_CPUS" \
-    "guardwire=$gwinfo" "note=$note" "logs=$LOGS"
+    "guardwire=$gwinfo" "note=$note" "logs=$LOGS" \
+    "loadavg=start $LOAD_START, end $(cut -d' ' -f1-3 /proc/loadavg)${busy:+; other traffic tools were running at start}"
 echo
 echo "results: $OUT.md"
 echo "raw:     $OUT.json"

@@ -177,6 +177,8 @@ def cmd_report(raw, out_md, out_json, kvs):
                  f"modes: {','.join(modes)} (run interleaved, round by round)")
     if meta.get("guardwire"):
         lines.append(f"- guardwire: {meta['guardwire']}")
+    if meta.get("loadavg"):
+        lines.append(f"- load average: {meta['loadavg']}")
     if meta.get("note"):
         lines.append(f"- note: {meta['note']}")
     lines.append("- cells: median over rounds, then (ratio to c tc-redirect, ratio to e OVS); "

@@ -1,0 +1,291 @@
+//! Shared helpers of the integration tests: a node from `testbed/node.sh`,
+//! commands inside its namespaces, raw frames, guardwire's counters.
+//!
+//! These tests need root (they create namespaces) and remove what they create
+//! even when they fail (`Node` tears the node down on drop).
+#![allow(dead_code)]
+
+use guardwire::control::api::{self, Request};
+use guardwire::datapath::{PortStats, StatsSnapshot};
+use guardwire::port::{Frame, PacketPort, PacketPortOptions, Port, VnetHdr, send_all};
+use guardwire::steer::netns;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Nodes are heavy on a 2-core machine: tests that build one run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_guardwire"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `guardwire` binary under test.
+pub fn guardwire_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_guardwire"))
+}
+
+/// Fails the test early and clearly when not root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "integration tests need root (they create network namespaces)"
+    );
+}
+
+fn node_sh(args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(repo().join("testbed/node.sh"))
+        .args(args)
+        .env("GW_BIN_DIR", bin_dir())
+        .output()
+        .expect("run testbed/node.sh")
+}
+
+/// A running test-bed node.
+pub struct Node {
+    pub prefix: String,
+    pub env: HashMap<String, String>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Node {
+    /// Builds node `prefix` with `node.sh up PREFIX ARGS...`.
+    pub fn up(prefix: &str, args: &[&str]) -> Node {
+        require_root();
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = node_sh(&["down", prefix]);
+        let mut a = vec!["up", prefix];
+        a.extend_from_slice(args);
+        let out = node_sh(&a);
+        if !out.status.success() {
+            let _ = node_sh(&["down", prefix]);
+            panic!(
+                "node.sh up {prefix} failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let env = parse_env(&String::from_utf8_lossy(&out.stdout));
+        Node {
+            prefix: prefix.to_string(),
+            env,
+            _serial: serial,
+        }
+    }
+
+    /// A value of the node's env (panics if missing).
+    pub fn var(&self, k: &str) -> &str {
+        self.env
+            .get(k)
+            .unwrap_or_else(|| panic!("node env has no {k}: {:?}", self.env))
+    }
+
+    /// Namespace of pod `i` (1-based).
+    pub fn pod_ns(&self, i: usize) -> String {
+        self.var(&format!("POD_NS_{i}")).to_string()
+    }
+
+    /// IP of pod `i`.
+    pub fn pod_ip(&self, i: usize) -> String {
+        self.var(&format!("POD_IP_{i}")).to_string()
+    }
+
+    /// Runs `cmd` in namespace `ns`; returns the output (does not check status).
+    pub fn exec(&self, ns: &str, cmd: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .output()
+            .unwrap_or_else(|e| panic!("ip netns exec {ns} {cmd:?}: {e}"))
+    }
+
+    /// Runs `cmd` in `ns` and asserts it succeeds; returns stdout.
+    pub fn ok(&self, ns: &str, cmd: &[&str]) -> String {
+        let o = self.exec(ns, cmd);
+        assert!(
+            o.status.success(),
+            "{cmd:?} in {ns} failed:\n{}\n{}\n--- guardwire log ---\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Pings `dst` from `ns` `count` times; asserts every reply came back.
+    pub fn ping(&self, ns: &str, dst: &str, count: u32) {
+        let c = count.to_string();
+        let out = self.ok(ns, &["ping", "-c", &c, "-i", "0.05", "-W", "2", dst]);
+        assert!(
+            out.contains(&format!("{count} received")),
+            "ping {dst} from {ns}:\n{out}"
+        );
+    }
+
+    /// guardwire's counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let v =
+            api::call(Path::new(self.var("GW_SOCK")), &Request::Stats).expect("guardwire stats");
+        serde_json::from_value(v).expect("stats JSON")
+    }
+
+    /// guardwire's log so far.
+    pub fn log(&self) -> String {
+        self.env
+            .get("GW_LOG")
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// Starts `iperf3 -s -1` bound to `ip` in `ns` (it exits after one test).
+    pub fn iperf_server(&self, ns: &str, ip: &str) {
+        self.ok(ns, &["iperf3", "-s", "-1", "-D", "-B", ip]);
+        wait_for(
+            || {
+                self.exec(ns, &["ss", "-ltn"])
+                    .stdout
+                    .windows(5)
+                    .any(|w| w == b":5201")
+            },
+            "iperf3 server",
+        );
+    }
+
+    /// Runs a bounded iperf3 client; returns (receiver bits/s, retransmits).
+    pub fn iperf(&self, ns: &str, dst: &str, secs: u32, extra: &[&str]) -> (f64, u64) {
+        let t = secs.to_string();
+        let mut cmd = vec!["timeout", "60", "iperf3", "-c", dst, "-t", &t, "-J"];
+        cmd.extend_from_slice(extra);
+        let out = self.ok(ns, &cmd);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+        let end = &v["end"];
+        (
+            end["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0),
+            end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let out = node_sh(&["down", &self.prefix]);
+        if !out.status.success() {
+            eprintln!(
+                "node.sh down {} failed: {}",
+                self.prefix,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn parse_env(s: &str) -> HashMap<String, String> {
+    s.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return None;
+            }
+            Some((
+                k.to_string(),
+                v.trim_matches(|c| c == '\'' || c == '"').to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Polls `cond` for up to 5 s.
+pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The counters of port `name`.
+pub fn port<'a>(s: &'a StatsSnapshot, name: &str) -> &'a PortStats {
+    s.ports
+        .iter()
+        .find(|p| p.port == name)
+        .unwrap_or_else(|| panic!("no port {name} in stats"))
+}
+
+/// Opens a raw packet port on `ifname` inside namespace `ns` (the socket stays in `ns`).
+pub fn raw_port(ns: &str, ifname: &str) -> PacketPort {
+    let n = ifname.to_string();
+    netns::run_in(ns, move || {
+        PacketPort::open(
+            &n,
+            &PacketPortOptions {
+                ring_frames: 30,
+                promisc: true,
+                qdisc_bypass: false,
+                sndbuf: 4 << 20,
+            },
+        )
+    })
+    .unwrap_or_else(|e| panic!("packet socket on {ns}/{ifname}: {e}"))
+}
+
+/// Sends raw frames (no vnet offload) on `p`; returns how many the kernel took.
+pub fn send_raw(p: &PacketPort, frames: &[Vec<u8>]) -> usize {
+    let fr: Vec<Frame<'_>> = frames
+        .iter()
+        .map(|f| Frame::new(f, VnetHdr::default(), None))
+        .collect();
+    send_all(p, &fr).sent
+}
+
+/// Collects frames received on `p` for `dur` that satisfy `keep`, as (tag, bytes).
+pub fn collect(
+    p: &PacketPort,
+    dur: Duration,
+    keep: impl Fn(&[u8]) -> bool,
+) -> Vec<(Option<guardwire::port::VlanTag>, Vec<u8>)> {
+    let mut got = Vec::new();
+    let t = Instant::now();
+    while t.elapsed() < dur {
+        let n = p
+            .recv_burst(64, &mut |frames| {
+                for f in frames {
+                    if keep(f.data()) {
+                        got.push((f.vlan, f.data().to_vec()));
+                    }
+                }
+            })
+            .expect("recv");
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    got
+}
+
+/// MAC of `ifname` in `ns`.
+pub fn mac_of(node: &Node, ns: &str, ifname: &str) -> [u8; 6] {
+    let s = node.ok(ns, &["cat", &format!("/sys/class/net/{ifname}/address")]);
+    let v: Vec<u8> = s
+        .trim()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    v.try_into().unwrap()
+}
