@@ -64,6 +64,11 @@ note "binaries from $GW_BIN_DIR"
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    case $rc in
+    0) ;;
+    130 | 143) printf '\ninterrupted\n' ;;
+    *) printf '\ndemo FAILED (exit %s) in the step above\n' "$rc" ;;
+    esac
     section "Teardown"
     "$NODE_SH" down "$PREFIX" || true
     note "node $PREFIX removed"

@@ -211,7 +211,7 @@ create_vm() {
     ip -n "$ns" route add default via "$POD_GW"
     # Like QEMU: the stand-in holds the tap fd in the host ns and is the guest.
     ip netns exec "$NS_HOST" setsid "$bin" --tap "$VM_TAP" --guest-netns "$ns" --guest-if relay0 \
-        </dev/null >"$STATE/vmstandin-vm1.log" 2>&1 &
+        </dev/null >"$STATE/vmstandin-vm1.log" 2>&1 3>&- &
     pid=$!
     echo "$pid" >"$STATE/vmstandin-vm1.pid"
     for ((i = 0; i < 50; i++)); do
@@ -278,8 +278,8 @@ write_gw_config() {
 start_guardwire() {
     local pid i sock=$STATE/guardwire.sock
     log "starting guardwire in $NS_SEC ($STATE/guardwire.toml)"
-    ip netns exec "$NS_SEC" setsid "$GW_BIN_DIR/guardwire" run --config "$STATE/guardwire.toml" \
-        </dev/null >"$STATE/guardwire.log" 2>&1 &
+    ip netns exec "$NS_SEC" setsid env NO_COLOR=1 "$GW_BIN_DIR/guardwire" run --config "$STATE/guardwire.toml" \
+        </dev/null >"$STATE/guardwire.log" 2>&1 3>&- &
     pid=$!
     echo "$pid" >"$STATE/guardwire.pid"
     for ((i = 0; i < 100; i++)); do
@@ -471,13 +471,11 @@ cmd_down() {
     fi
     # 3. CNI DEL for each pod, run in the host ns (never in the caller's ns)
     if ns_exists "$NS_HOST" && [[ -f $STATE/cni-conf.json ]]; then
+        local pod out
         for f in "$STATE"/cni/pod*.json; do
-            [[ -e $f ]] || continue
-            local pod
             pod=$(basename "$f" .json)
-            if ! cni DEL "$pod" >"$STATE/cni/$pod.del.json" 2>&1; then
-                log "warning: CNI DEL $pod failed: $(cat "$STATE/cni/$pod.del.json")"
-            fi
+            [[ $pod =~ ^pod[0-9]+$ ]] || continue
+            out=$(cni DEL "$pod" 2>&1) || log "warning: CNI DEL $pod failed: $out"
         done
     fi
     # 4. namespaces (deleting them deletes every interface inside)
