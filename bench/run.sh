@@ -506,7 +506,18 @@ run_mode() {   # run_mode MODE ROUND
 
 # ---------------------------------------------------------------- main
 log "work dir $WORK; rounds $ROUNDS, duration ${DURATION}s, modes $MODES"
-case ",$MODES," in *,d,*) [ -x "$GW_BIN" ] || { DISABLED[d]="binary $GW_BIN not found (build it first)"; log "mode (d): ${DISABLED[d]}"; } ;; esac
+GW_INFO=""
+case ",$MODES," in *,d,*)
+    if [ -x "$GW_BIN" ]; then
+        # Run a snapshot: a rebuild during the run must not change what is measured.
+        GW_INFO="$GW_BIN built $(stat -c '%y' "$GW_BIN" | cut -d. -f1), sha256 $(sha256sum "$GW_BIN" | cut -c1-12)"
+        rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) && GW_INFO="$GW_INFO, repo HEAD $rev"
+        cp "$GW_BIN" "$WORK/guardwire" && GW_BIN=$WORK/guardwire
+        log "guardwire: $GW_INFO"
+    else
+        DISABLED[d]="binary $GW_BIN not found (build it first)"; log "mode (d): ${DISABLED[d]}"
+    fi ;;
+esac
 busy=$(pgrep -a -x 'iperf3|trafgen|guardwire|ovs-vswitchd|qemu-system-x86' 2>/dev/null | head -n 5)
 if [ -n "$busy" ]; then
     log "warning: other traffic tools are running; figures will be noisy:"
@@ -524,18 +535,13 @@ done
 mkdir -p "$BENCH/results"
 OUT=$BENCH/results/$STAMP
 [ -e "$OUT.md" ] && OUT=$OUT-$(date +%S)
-gwinfo=""
-if [ -x "$GW_BIN" ] && [[ ,$MODES, == *,d,* ]]; then
-    gwinfo="$(stat -c '%y' "$GW_BIN" | cut -d. -f1), sha256 $(sha256sum "$GW_BIN" | cut -c1-12)"
-    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) && gwinfo="$gwinfo, repo HEAD $rev"
-fi
 note=""
 for m in "${!DISABLED[@]}"; do note="$note($m) ${DISABLED[$m]}. "; done
 python3 "$HELPER" report "$RAW" "$OUT.md" "$OUT.json" \
     "date=$(date '+%Y-%m-%d %H:%M %Z')" "kernel=$(uname -r)" "nproc=$(nproc)" \
     "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
     "rounds=$ROUNDS" "duration=$DURATION" "modes=$MODES" "trafgen_cpus=$TRAFGEN_CPUS" \
-    "guardwire=$gwinfo" "note=$note" "logs=$LOGS" \
+    "guardwire=$GW_INFO" "note=$note" "logs=$LOGS" \
     "loadavg=start $LOAD_START, end $(cut -d' ' -f1-3 /proc/loadavg)${busy:+; other traffic tools were running at start}"
 echo
 echo "results: $OUT.md"

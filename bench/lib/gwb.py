@@ -207,6 +207,23 @@ def cmd_report(raw, out_md, out_json, kvs):
             cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
+    # per-round values, to judge the noise behind each median
+    lines.append("<details><summary>per-round values (round 1 / 2 / ...)</summary>")
+    lines.append("")
+    lines.append("| figure | " + " | ".join(f"({m})" for m in modes) + " |")
+    lines.append("|---|" + "---|" * len(modes))
+    for key, label, spec, _better in FIGURES:
+        if key.startswith("gw_cpu") and "d" not in modes:
+            continue
+        cells = []
+        for m in modes:
+            recs = sorted((r for r in rounds if r["mode"] == m), key=lambda r: r["round"])
+            vals = [r.get(key) if isinstance(r.get(key), (int, float)) else None for r in recs]
+            cells.append(" / ".join(fmt(v, spec) for v in vals) if any(v is not None for v in vals) else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("</details>")
+    lines.append("")
     notes = [f"({m}) {status[m]}" for m in modes if status[m]]
     if notes:
         lines.append("Problems: " + "; ".join(notes))

@@ -49,12 +49,18 @@ pub fn check(data: &[u8], vnet: &VnetHdr) -> Result<(), Malformed> {
     let p = SlicedPacket::from_ethernet(data).map_err(|e| classify(&e))?;
     if vnet.is_gso() {
         use crate::port::vnet::*;
-        let ok = match (&p.net, &p.transport, vnet.gso_kind()) {
-            (Some(NetSlice::Ipv4(_)), Some(TransportSlice::Tcp(_)), GSO_TCPV4) => true,
-            (Some(NetSlice::Ipv6(_)), Some(TransportSlice::Tcp(_)), GSO_TCPV6) => true,
-            (Some(_), Some(TransportSlice::Udp(_)), GSO_UDP | GSO_UDP_L4) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (&p.net, &p.transport, vnet.gso_kind()),
+            (
+                Some(NetSlice::Ipv4(_)),
+                Some(TransportSlice::Tcp(_)),
+                GSO_TCPV4
+            ) | (
+                Some(NetSlice::Ipv6(_)),
+                Some(TransportSlice::Tcp(_)),
+                GSO_TCPV6
+            ) | (Some(_), Some(TransportSlice::Udp(_)), GSO_UDP | GSO_UDP_L4)
+        );
         if !ok || vnet.gso_size == 0 {
             return Err(Malformed::Gso);
         }

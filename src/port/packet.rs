@@ -338,7 +338,7 @@ impl Port for PacketPort {
                 )
             };
             let vnet = VnetHdr::from_bytes(vnet_bytes).unwrap_or_default();
-            let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then(|| VlanTag {
+            let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then_some(VlanTag {
                 tpid: if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
                     h.tp_vlan_tpid
                 } else {
