@@ -360,7 +360,7 @@ check_path() {   # check_path PODNS: ping until the path works (ARP, bridge lear
     return 1
 }
 
-# run_iperf PODNS PEERNS STREAMS PREFIX OUTVAR: sets KV+=(prefix_gbps= prefix_retr=) and
+# run_iperf PODNS PEERNS STREAMS PREFIX TAG: adds PREFIX_gbps= PREFIX_retr= to KV, and
 # gw_cpu_tcp1 when guardwire runs and STREAMS=1.
 run_iperf() {
     local pod=$1 peer=$2 streams=$3 prefix=$4 tag=$5

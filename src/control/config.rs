@@ -62,6 +62,8 @@ pub struct DatapathConfig {
     pub mac_limit: u32,
     /// What to do with frames that do not parse: "drop" or "pass".
     pub malformed: MalformedPolicy,
+    /// Microseconds a worker keeps polling after its last frame before sleeping.
+    pub spin_us: u64,
 }
 
 impl Default for DatapathConfig {
@@ -73,6 +75,7 @@ impl Default for DatapathConfig {
             mac_age_secs: 300,
             mac_limit: 8,
             malformed: MalformedPolicy::Drop,
+            spin_us: 100,
         }
     }
 }
@@ -226,6 +229,13 @@ impl Config {
                 key_line("workers"),
                 "datapath.workers".into(),
                 "must be 0..=256".into(),
+            ));
+        }
+        if d.spin_us > 100_000 {
+            return Err(bad(
+                key_line("spin_us"),
+                "datapath.spin_us".into(),
+                "must be 0..=100000".into(),
             ));
         }
         if d.mac_limit == 0 {

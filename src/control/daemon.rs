@@ -83,6 +83,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         batch: cfg.datapath.batch,
         mac_limit: cfg.datapath.mac_limit,
         mac_age_secs: cfg.datapath.mac_age_secs,
+        spin_us: cfg.datapath.spin_us,
     };
     let opts = PacketPortOptions {
         ring_frames: cfg.datapath.ring_frames,

@@ -12,7 +12,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Token of the waker that signals a command.
 pub(super) const WAKER: Token = Token(usize::MAX);
@@ -95,9 +95,20 @@ impl Worker {
     pub(super) fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let batch = self.shared.params.batch.clamp(1, 1024);
+        let spin = Duration::from_micros(self.shared.params.spin_us);
+        let mut last_work: Option<Instant> = None;
         loop {
+            // Keep looking without sleeping for a short while after the last frame:
+            // waking a sleeping thread costs tens of microseconds per frame on a
+            // virtual machine, which would dominate the RTT of request/response
+            // traffic and slow TCP's ACK clock. Then sleep in epoll until woken.
             let busy = self.owned.iter().any(|o| o.ready);
-            let timeout = if busy { Some(Duration::ZERO) } else { None };
+            let hot = last_work.is_some_and(|t| t.elapsed() < spin);
+            let timeout = if busy || hot {
+                Some(Duration::ZERO)
+            } else {
+                None
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
@@ -128,7 +139,12 @@ impl Worker {
                 let port = self.owned[k].port.clone();
                 let id = self.owned[k].id;
                 match self.burst(id, &*port, batch) {
-                    Ok(n) => self.owned[k].ready = n >= batch,
+                    Ok(n) => {
+                        self.owned[k].ready = n >= batch;
+                        if n > 0 {
+                            last_work = Some(Instant::now());
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(worker = self.id, port = port.name(), "receive failed: {e}");
                         self.owned[k].ready = false;
