@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: direct veth / Linux bridge / tc redirect / guardwire / OVS netdev.
-# Usage: bench/run.sh [--rounds N] [--duration S] [--modes a,b,c,d,e] [--quick]
+# Side-by-side benchmark: direct veth / Linux bridge / tc redirect / guardwire / OVS netdev /
+# guardwire polling (spin_us).
+# Usage: bench/run.sh [--rounds N] [--duration S] [--modes a,b,c,d,e,f] [--quick]
 # Needs root. Everything runs in network namespaces named gwb-*, removed on exit.
 set -uo pipefail
 
@@ -13,11 +14,12 @@ GW_SOCK=$GW_SOCK_DIR/guardwire.sock
 
 ROUNDS=3
 DURATION=5
-MODES=a,b,c,d,e
+MODES=a,b,c,d,e,f
+GW_POLL_SPIN_US=2000   # mode (f): [datapath] spin_us
 TRAFGEN_CPUS=${GWB_TRAFGEN_CPUS:-1}
 
 usage() {
-    sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,5p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -40,9 +42,9 @@ done
 MODE_LIST=()
 IFS=, read -r -a _m <<<"$MODES"
 for m in "${_m[@]}"; do
-    case $m in a|b|c|d|e) ;; "") continue ;; *) echo "unknown mode: $m (a..e)" >&2; exit 2 ;; esac
+    case $m in a|b|c|d|e|f) ;; "") continue ;; *) echo "unknown mode: $m (a..f)" >&2; exit 2 ;; esac
 done
-for m in a b c d e; do   # canonical order, no duplicates
+for m in a b c d e f; do   # canonical order, no duplicates
     case ",$MODES," in *",$m,"*) MODE_LIST+=("$m") ;; esac
 done
 [ ${#MODE_LIST[@]} -gt 0 ] || { echo "no modes" >&2; exit 2; }
@@ -67,7 +69,7 @@ mkdir -p "$LOGS"
 RAW=$WORK/raw.jsonl
 : >"$RAW"
 
-GW_PID=""            # guardwire (mode d)
+GW_PID=""            # guardwire (modes d and f)
 OVS_DIR=""           # OVS private dir (mode e)
 BG_PIDS=()           # iperf3 servers, trafgen
 declare -A DISABLED=()   # mode -> reason, when a mode cannot run at all
@@ -203,40 +205,45 @@ mode_c_down() {
     return 0
 }
 
-GW_ROUND=0
-mode_d_up() {
+declare -A GW_STARTS=()   # mode -> guardwire starts so far
+GW_TAG=""                 # log name of the running instance: MODE.rN
+# gw_up MODE [SPIN_US]: start guardwire for MODE (d: default config; f: with spin_us).
+gw_up() {
+    local m=$1 spin=${2:-} i
     if [ ! -x "$GW_BIN" ]; then
-        DISABLED[d]="binary $GW_BIN not found (build it first)"
+        DISABLED[$m]="binary $GW_BIN not found (build it first)"
         return 1
     fi
-    GW_ROUND=$((GW_ROUND + 1))
-    local cfg=$WORK/guardwire.toml i
+    GW_STARTS[$m]=$(( ${GW_STARTS[$m]:-0} + 1 ))
+    GW_TAG=$m.r${GW_STARTS[$m]}
+    local cfg=$WORK/guardwire-$m.toml log=$LOGS/guardwire-$GW_TAG.log
     cat >"$cfg" <<EOF
 [node]
 name = "bench"
 control_socket = "$GW_SOCK"
 [datapath]
 workers = 1
+${spin:+spin_us = $spin}
 [[workload]]
 name = "pod"
 kind = "pod"
 workload_port = "wp0"
 uplink_port = "up0"
 EOF
-    if ! "$GW_BIN" check --config "$cfg" >"$LOGS/guardwire-check.log" 2>&1; then
-        log "guardwire check rejected the config: $(head -c 300 "$LOGS/guardwire-check.log")"
-        DISABLED[d]="guardwire check rejected the config"
+    if ! "$GW_BIN" check --config "$cfg" >"$LOGS/guardwire-check-$m.log" 2>&1; then
+        log "guardwire check rejected the config: $(head -c 300 "$LOGS/guardwire-check-$m.log")"
+        DISABLED[$m]="guardwire check rejected the config"
         return 1
     fi
     mkdir -p "$GW_SOCK_DIR"
     rm -f "$GW_SOCK"
-    ip netns exec "$NS_SEC" env NO_COLOR=1 "$GW_BIN" run --config "$cfg" >"$LOGS/guardwire.r$GW_ROUND.log" 2>&1 &
+    ip netns exec "$NS_SEC" env NO_COLOR=1 "$GW_BIN" run --config "$cfg" >"$log" 2>&1 &
     GW_PID=$!
     for i in $(seq 100); do
         [ -e "$GW_SOCK" ] && break
         if ! kill -0 "$GW_PID" 2>/dev/null; then
             wait "$GW_PID"; log "guardwire exited early (status $?); log:"
-            tail -n 20 "$LOGS/guardwire.r$GW_ROUND.log" >&3
+            tail -n 20 "$log" >&3
             GW_PID=""
             return 1
         fi
@@ -244,16 +251,16 @@ EOF
     done
     if [ ! -e "$GW_SOCK" ]; then
         log "guardwire: control socket $GW_SOCK did not appear within 10 s; log:"
-        tail -n 20 "$LOGS/guardwire.r$GW_ROUND.log" >&3
+        tail -n 20 "$log" >&3
         gw_stop
         return 1
     fi
 }
-mode_d_down() {
+gw_down() {
     [ -n "$GW_PID" ] || return 0
     local pid=$GW_PID rc
     # per-port counters and drops, for the logs only
-    timeout 5 "$GW_BIN" stats --socket "$GW_SOCK" --json >"$LOGS/guardwire.r$GW_ROUND.stats.json" 2>&1
+    timeout 5 "$GW_BIN" stats --socket "$GW_SOCK" --json >"$LOGS/guardwire-$GW_TAG.stats.json" 2>&1
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
@@ -266,6 +273,10 @@ mode_d_down() {
     rm -f "$GW_SOCK"
     return 0
 }
+mode_d_up() { gw_up d; }
+mode_d_down() { gw_down; }
+mode_f_up() { gw_up f "$GW_POLL_SPIN_US"; }
+mode_f_down() { gw_down; }
 
 OVS_ROUND=0
 mode_e_up() {
@@ -507,7 +518,7 @@ run_mode() {   # run_mode MODE ROUND
 # ---------------------------------------------------------------- main
 log "work dir $WORK; rounds $ROUNDS, duration ${DURATION}s, modes $MODES"
 GW_INFO=""
-case ",$MODES," in *,d,*)
+case ",$MODES," in *,d,*|*,f,*)
     if [ -x "$GW_BIN" ]; then
         # Run a snapshot: a rebuild during the run must not change what is measured.
         GW_INFO="$GW_BIN built $(stat -c '%y' "$GW_BIN" | cut -d. -f1), sha256 $(sha256sum "$GW_BIN" | cut -c1-12)"
@@ -515,7 +526,11 @@ case ",$MODES," in *,d,*)
         cp "$GW_BIN" "$WORK/guardwire" && GW_BIN=$WORK/guardwire
         log "guardwire: $GW_INFO"
     else
-        DISABLED[d]="binary $GW_BIN not found (build it first)"; log "mode (d): ${DISABLED[d]}"
+        for m in d f; do
+            case ",$MODES," in *",$m,"*)
+                DISABLED[$m]="binary $GW_BIN not found (build it first)"; log "mode ($m): ${DISABLED[$m]}" ;;
+            esac
+        done
     fi ;;
 esac
 busy=$(pgrep -a -x 'iperf3|trafgen|guardwire|ovs-vswitchd|qemu-system-x86' 2>/dev/null | head -n 5)
@@ -541,6 +556,7 @@ python3 "$HELPER" report "$RAW" "$OUT.md" "$OUT.json" \
     "date=$(date '+%Y-%m-%d %H:%M %Z')" "kernel=$(uname -r)" "nproc=$(nproc)" \
     "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
     "rounds=$ROUNDS" "duration=$DURATION" "modes=$MODES" "trafgen_cpus=$TRAFGEN_CPUS" \
+    "gw_poll_spin_us=$GW_POLL_SPIN_US" \
     "guardwire=$GW_INFO" "note=$note" "logs=$LOGS" \
     "loadavg=start $LOAD_START, end $(cut -d' ' -f1-3 /proc/loadavg)${busy:+; other traffic tools were running at start}"
 echo

@@ -289,3 +289,74 @@ pub fn mac_of(node: &Node, ns: &str, ifname: &str) -> [u8; 6] {
         .collect();
     v.try_into().unwrap()
 }
+
+/// A guardwire daemon a test started itself (in a node built with `--forwarder none`).
+pub struct Daemon {
+    child: std::process::Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Writes `config` (TOML, `{socket}` replaced by the socket path) to `dir` and
+    /// starts `guardwire run` in namespace `ns`; waits for its control socket.
+    pub fn start(ns: &str, dir: &Path, config: &str) -> Daemon {
+        let socket = dir.join("gw.sock");
+        let log = dir.join("gw.log");
+        let cfg = dir.join("gw.toml");
+        std::fs::write(
+            &cfg,
+            config.replace("{socket}", &socket.display().to_string()),
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(guardwire_bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .expect("start guardwire");
+        let mut d = Daemon { child, socket, log };
+        let t = Instant::now();
+        while !d.socket.exists() {
+            if let Ok(Some(st)) = d.child.try_wait() {
+                panic!(
+                    "guardwire exited with {st}:\n{}",
+                    std::fs::read_to_string(&d.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "guardwire did not open its control socket"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    /// The daemon's counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let v = api::call(&self.socket, &Request::Stats).expect("guardwire stats");
+        serde_json::from_value(v).expect("stats JSON")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: sends SIGTERM to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
