@@ -19,7 +19,9 @@ MODES = {
     "c": "tc mirred redirect",
     "d": "guardwire",
     "e": "OVS netdev (userspace TSO)",
+    "f": "guardwire, polling",
 }
+GW_MODES = ("d", "f")  # modes that run guardwire: CPU figures and target checks
 
 # key, label, unit/format, better ("hi"/"lo"/None)
 FIGURES = [
@@ -138,6 +140,50 @@ def ratio(a, b):
     return a / b
 
 
+def target_checks(d, ref_c, ref_e):
+    """guardwire target checks for one mode's medians d, against (c) and (e)."""
+    checks = []
+
+    def chk(name, ok, detail):
+        res = "n/a" if ok is None else ("PASS" if ok else "FAIL")
+        checks.append({"check": name, "result": res, "detail": detail})
+
+    def ge(a, b, f):
+        return None if a is None or b is None else a >= f * b
+
+    for k, f, name in (("tcp1_gbps", 0.80, "TCP x1 >= 0.80x (c)"),
+                       ("tcp4_gbps", 0.60, "TCP x4 >= 0.60x (c)")):
+        r = ratio(d[k], ref_c.get(k))
+        chk(name, ge(d[k], ref_c.get(k), f),
+            f"{fmt(d[k], '{:.2f}')} vs {fmt(ref_c.get(k), '{:.2f}')} Gbit/s"
+            + (f" = {r:.2f}x" if r is not None else ""))
+    ok = ge(d["pps_rx_k"], ref_c.get("pps_rx_k"), 1.0)
+    cpu = d["gw_cpu_60b"]
+    if ok is not None and cpu is not None:
+        ok = ok and cpu <= 1.0
+    elif cpu is None:
+        ok = None
+    r = ratio(d["pps_rx_k"], ref_c.get("pps_rx_k"))
+    chk("60 B pps >= 1.0x (c) at <= 1.0 core", ok,
+        f"{fmt(d['pps_rx_k'], '{:.0f}')} vs {fmt(ref_c.get('pps_rx_k'), '{:.0f}')} kpps"
+        + (f" = {r:.2f}x" if r is not None else "") + f", {fmt(cpu, '{:.2f}')} cores")
+    a, ca, p99 = d["rtt_avg_us"], ref_c.get("rtt_avg_us"), d["rtt_p99_us"]
+    ok = None if a is None or ca is None or p99 is None else (a <= ca + 40 and p99 < 1000)
+    chk("RTT avg <= (c) + 40 us and p99 < 1000 us", ok,
+        f"avg {fmt(a, '{:.0f}')} vs {fmt(ca, '{:.0f}')} us, p99 {fmt(p99, '{:.0f}')} us")
+    for k, name in (("tcp1_retr", "TCP x1 retransmits <= 2x (c)"),
+                    ("tcp4_retr", "TCP x4 retransmits <= 2x (c)")):
+        v, c = d[k], ref_c.get(k)
+        chk(name, None if v is None or c is None else v <= 2 * c,
+            f"{fmt(v, '{:.0f}')} vs {fmt(c, '{:.0f}')}")
+    for k, name in (("tcp1_gbps", "TCP x1 >= 1.5x (e)"), ("tcp4_gbps", "TCP x4 >= 1.5x (e)")):
+        r = ratio(d[k], ref_e.get(k))
+        chk(name, ge(d[k], ref_e.get(k), 1.5),
+            f"{fmt(d[k], '{:.2f}')} vs {fmt(ref_e.get(k), '{:.2f}')} Gbit/s"
+            + (f" = {r:.2f}x" if r is not None else ""))
+    return checks
+
+
 def cmd_report(raw, out_md, out_json, kvs):
     meta = {}
     for kv in kvs:
@@ -149,7 +195,8 @@ def cmd_report(raw, out_md, out_json, kvs):
             line = line.strip()
             if line:
                 rounds.append(json.loads(line))
-    modes = [m for m in meta.get("modes", "abcde").split(",") if m]
+    modes = [m for m in meta.get("modes", ",".join(MODES)).split(",") if m]
+    show_gw_cpu = any(m in GW_MODES for m in modes)
 
     med = {}  # mode -> key -> median
     nvals = {}
@@ -188,7 +235,7 @@ def cmd_report(raw, out_md, out_json, kvs):
     lines.append(header)
     lines.append("|---|" + "---|" * len(modes))
     for key, label, spec, _better in FIGURES:
-        if key.startswith("gw_cpu") and "d" not in modes:
+        if key.startswith("gw_cpu") and not show_gw_cpu:
             continue
         cells = []
         for m in modes:
@@ -213,7 +260,7 @@ def cmd_report(raw, out_md, out_json, kvs):
     lines.append("| figure | " + " | ".join(f"({m})" for m in modes) + " |")
     lines.append("|---|" + "---|" * len(modes))
     for key, label, spec, _better in FIGURES:
-        if key.startswith("gw_cpu") and "d" not in modes:
+        if key.startswith("gw_cpu") and not show_gw_cpu:
             continue
         cells = []
         for m in modes:
@@ -229,52 +276,23 @@ def cmd_report(raw, out_md, out_json, kvs):
         lines.append("Problems: " + "; ".join(notes))
         lines.append("")
 
-    # Targets for guardwire
+    # Targets for guardwire, one table per guardwire mode that ran
     checks = []
-    d = med.get("d")
-    if d is not None:
-        def chk(name, ok, detail):
-            res = "n/a" if ok is None else ("PASS" if ok else "FAIL")
-            checks.append({"check": name, "result": res, "detail": detail})
-
-        def ge(a, b, f):
-            return None if a is None or b is None else a >= f * b
-
-        for k, f, name in (("tcp1_gbps", 0.80, "TCP x1 >= 0.80x (c)"),
-                           ("tcp4_gbps", 0.60, "TCP x4 >= 0.60x (c)")):
-            r = ratio(d[k], ref_c.get(k))
-            chk(name, ge(d[k], ref_c.get(k), f),
-                f"{fmt(d[k], '{:.2f}')} vs {fmt(ref_c.get(k), '{:.2f}')} Gbit/s"
-                + (f" = {r:.2f}x" if r is not None else ""))
-        ok = ge(d["pps_rx_k"], ref_c.get("pps_rx_k"), 1.0)
-        cpu = d["gw_cpu_60b"]
-        if ok is not None and cpu is not None:
-            ok = ok and cpu <= 1.0
-        elif cpu is None:
-            ok = None
-        r = ratio(d["pps_rx_k"], ref_c.get("pps_rx_k"))
-        chk("60 B pps >= 1.0x (c) at <= 1.0 core", ok,
-            f"{fmt(d['pps_rx_k'], '{:.0f}')} vs {fmt(ref_c.get('pps_rx_k'), '{:.0f}')} kpps"
-            + (f" = {r:.2f}x" if r is not None else "") + f", {fmt(cpu, '{:.2f}')} cores")
-        a, ca, p99 = d["rtt_avg_us"], ref_c.get("rtt_avg_us"), d["rtt_p99_us"]
-        ok = None if a is None or ca is None or p99 is None else (a <= ca + 40 and p99 < 1000)
-        chk("RTT avg <= (c) + 40 us and p99 < 1000 us", ok,
-            f"avg {fmt(a, '{:.0f}')} vs {fmt(ca, '{:.0f}')} us, p99 {fmt(p99, '{:.0f}')} us")
-        for k, name in (("tcp1_retr", "TCP x1 retransmits <= 2x (c)"),
-                        ("tcp4_retr", "TCP x4 retransmits <= 2x (c)")):
-            v, c = d[k], ref_c.get(k)
-            chk(name, None if v is None or c is None else v <= 2 * c,
-                f"{fmt(v, '{:.0f}')} vs {fmt(c, '{:.0f}')}")
-        for k, name in (("tcp1_gbps", "TCP x1 >= 1.5x (e)"), ("tcp4_gbps", "TCP x4 >= 1.5x (e)")):
-            r = ratio(d[k], ref_e.get(k))
-            chk(name, ge(d[k], ref_e.get(k), 1.5),
-                f"{fmt(d[k], '{:.2f}')} vs {fmt(ref_e.get(k), '{:.2f}')} Gbit/s"
-                + (f" = {r:.2f}x" if r is not None else ""))
+    gw_run = [m for m in modes if m in GW_MODES]
+    if gw_run:
         lines.append("## guardwire targets")
+        lines.append("")
+    for m in gw_run:
+        spin = meta.get("gw_poll_spin_us")
+        what = {"d": "default config",
+                "f": f"polling, `spin_us = {spin}`" if spin else "polling"}[m]
+        mchecks = target_checks(med[m], ref_c, ref_e)
+        checks += [{"mode": m, **c} for c in mchecks]
+        lines.append(f"### ({m}) guardwire, {what}")
         lines.append("")
         lines.append("| check | result | measured |")
         lines.append("|---|---|---|")
-        for c in checks:
+        for c in mchecks:
             lines.append(f"| {c['check']} | {c['result']} | {c['detail']} |")
         lines.append("")
 
