@@ -62,20 +62,8 @@ pub struct Frame<'a> {
 impl<'a> Frame<'a> {
     /// A frame over `data`.
     pub fn new(data: &'a [u8], vnet: VnetHdr, vlan: Option<VlanTag>) -> Self {
-        Frame {
-            ptr: data.as_ptr(),
-            len: data.len(),
-            vnet,
-            vlan,
-            _buf: PhantomData,
-        }
-    }
-
-    /// The Ethernet frame, starting at the destination MAC, without any stripped tag.
-    pub fn data(&self) -> &'a [u8] {
-        // SAFETY: `ptr`/`len` were taken from a slice that lives for 'a (the burst),
-        // and the constructor is the only way to set them.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        // SAFETY: `data` is borrowed for 'a, the frame's own lifetime.
+        unsafe { Frame::over(data, vnet, vlan) }
     }
 
     /// A frame over memory that outlives no particular borrow (a ring slot or a
@@ -89,6 +77,13 @@ impl<'a> Frame<'a> {
         vnet: VnetHdr,
         vlan: Option<VlanTag>,
     ) -> Frame<'static> {
+        // SAFETY: the caller keeps `data` alive while the frame is used.
+        unsafe { Frame::over(data, vnet, vlan) }
+    }
+
+    /// # Safety
+    /// `data` must outlive every use of the returned frame.
+    unsafe fn over<'b>(data: &[u8], vnet: VnetHdr, vlan: Option<VlanTag>) -> Frame<'b> {
         Frame {
             ptr: data.as_ptr(),
             len: data.len(),
@@ -96,6 +91,13 @@ impl<'a> Frame<'a> {
             vlan,
             _buf: PhantomData,
         }
+    }
+
+    /// The Ethernet frame, starting at the destination MAC, without any stripped tag.
+    pub fn data(&self) -> &'a [u8] {
+        // SAFETY: `ptr`/`len` come from a slice that outlives 'a (see the
+        // constructors), and nothing else can set them.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
     /// Bytes on the wire once the stripped tag is back in.
