@@ -221,6 +221,7 @@ gw_up() {
 [node]
 name = "bench"
 control_socket = "$GW_SOCK"
+state_dir = "$WORK/state-$1"
 [datapath]
 workers = 1
 ${spin:+spin_us = $spin}

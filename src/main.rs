@@ -5,6 +5,7 @@ use guardwire::control::api::{self, Request};
 use guardwire::control::config::{Config, DEFAULT_SOCKET};
 use guardwire::control::{daemon, stats};
 use guardwire::datapath::StatsSnapshot;
+use guardwire::steer::SteeringMode;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,6 +69,25 @@ enum Verb {
         #[command(flatten)]
         target: Target,
     },
+    /// List workloads with their ports, steering modes and counters.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch a workload's steering mode: off (the kernel forwards, guardwire
+    /// spends nothing), mirror (the kernel forwards, guardwire inspects copies) or
+    /// inline (guardwire forwards and enforces). Kept across restarts.
+    Mode {
+        /// Workload name.
+        workload: String,
+        /// off, mirror or inline.
+        mode: SteeringMode,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +126,59 @@ fn main() -> ExitCode {
                     e["age_secs"]
                 );
             }
+            Ok(())
+        }),
+        Verb::List { target, json } => target.socket().and_then(|s| {
+            let v = api::call(&s, &Request::List)?;
+            if json {
+                println!("{v}");
+                return Ok(());
+            }
+            println!(
+                "{:<12} {:<4} {:<7} {:<15} {:<15} {:>12} {:>12} {:>12}",
+                "workload",
+                "kind",
+                "mode",
+                "workload_port",
+                "uplink_port",
+                "wl_rx",
+                "up_rx",
+                "mirrored"
+            );
+            for w in v.as_array().into_iter().flatten() {
+                let n = |k: &str, f: &str| w[k][f].as_u64().unwrap_or(0);
+                println!(
+                    "{:<12} {:<4} {:<7} {:<15} {:<15} {:>12} {:>12} {:>12}",
+                    w["name"].as_str().unwrap_or("?"),
+                    w["kind"].as_str().unwrap_or("?"),
+                    w["mode"].as_str().unwrap_or("?"),
+                    w["workload_port"].as_str().unwrap_or("?"),
+                    w["uplink_port"].as_str().unwrap_or("?"),
+                    n("workload_port_counters", "rx_frames"),
+                    n("uplink_port_counters", "rx_frames"),
+                    n("workload_port_counters", "rx_mirrored")
+                        + n("uplink_port_counters", "rx_mirrored"),
+                );
+            }
+            Ok(())
+        }),
+        Verb::Mode {
+            workload,
+            mode,
+            target,
+        } => target.socket().and_then(|s| {
+            let v = api::call(
+                &s,
+                &Request::Mode {
+                    workload: workload.clone(),
+                    mode,
+                },
+            )?;
+            println!(
+                "{workload}: {} -> {}",
+                v["from"].as_str().unwrap_or("?"),
+                mode.name()
+            );
             Ok(())
         }),
     };

@@ -264,7 +264,7 @@ steer() {
 write_gw_config() {
     local workers=$1 w kind
     {
-        printf '[node]\nname = "%s"\ncontrol_socket = "%s"\n\n' "$PREFIX" "$STATE/guardwire.sock"
+        printf '[node]\nname = "%s"\ncontrol_socket = "%s"\nstate_dir = "%s"\n\n' "$PREFIX" "$STATE/guardwire.sock" "$STATE"
         printf '[datapath]\nworkers = %s\n' "$workers"
         for w in "${WORKLOADS[@]}"; do
             kind=pod

@@ -14,7 +14,7 @@ fn gw(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn every_verb_has_help() {
-    for verb in ["run", "check", "stats", "macs"] {
+    for verb in ["run", "check", "stats", "macs", "list", "mode"] {
         let o = gw(&[verb, "--help"]);
         assert!(o.status.success(), "{verb} --help");
         assert!(
@@ -80,8 +80,9 @@ fn missing_port_is_a_clear_error() {
     std::fs::write(
         &p,
         format!(
-            "[node]\nname = \"n\"\ncontrol_socket = \"{}\"\n[[workload]]\nname = \"a\"\nkind = \"pod\"\nworkload_port = \"nope0\"\nuplink_port = \"nope1\"\n",
-            sock.display()
+            "[node]\nname = \"n\"\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n[[workload]]\nname = \"a\"\nkind = \"pod\"\nworkload_port = \"nope0\"\nuplink_port = \"nope1\"\n",
+            sock.display(),
+            dir.path().display()
         ),
     )
     .unwrap();

@@ -10,6 +10,7 @@ const CONFIG: &str = r#"
 [node]
 name = "wrap"
 control_socket = "{socket}"
+state_dir = "{state}"
 
 [datapath]
 workers = 1

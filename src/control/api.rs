@@ -18,6 +18,15 @@ pub enum Request {
     Stats,
     /// The learned MAC table.
     Macs,
+    /// Workloads with their ports, modes and counters.
+    List,
+    /// Switch a workload's steering mode.
+    Mode {
+        /// Workload name.
+        workload: String,
+        /// off, mirror or inline.
+        mode: crate::steer::SteeringMode,
+    },
 }
 
 /// The daemon's answer.

@@ -3,6 +3,7 @@
 
 use crate::pipeline::MalformedPolicy;
 use crate::port::FaultConfig;
+use crate::steer::SteeringMode;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,13 @@ pub struct NodeConfig {
     /// Turn IPv4 forwarding off in sec ns and IPv6 off on every port.
     #[serde(default = "yes")]
     pub sec_ns_hygiene: bool,
+    /// Where guardwire keeps what must survive a restart (steering modes).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/guardwire")
 }
 
 fn default_socket() -> PathBuf {
@@ -112,6 +120,10 @@ pub struct WorkloadConfig {
     pub workload_port: Spanned<String>,
     /// Interface in sec ns facing the node network.
     pub uplink_port: Spanned<String>,
+    /// Steering mode at first start: "inline" (default), "mirror" or "off". A mode
+    /// changed later with `guardwire mode` is kept across restarts and wins.
+    #[serde(default)]
+    pub mode: SteeringMode,
     /// Record both ports' traffic to pcap files with this prefix (debugging).
     #[serde(default)]
     pub pcap: Option<PathBuf>,

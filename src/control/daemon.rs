@@ -3,10 +3,11 @@
 
 use super::api::{self, Request};
 use super::config::{Config, WorkloadConfig};
+use super::steering::Steering;
 use crate::datapath::{Datapath, DatapathParams, WorkloadInfo};
 use crate::pipeline::Pipeline;
 use crate::port::{FaultPort, PacketPort, PacketPortOptions, PcapPort, Port};
-use crate::steer;
+use crate::steer::{self, SteeringMode};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,6 +99,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             WorkloadInfo {
                 name: w.name.get_ref().clone(),
                 kind: w.kind.name().to_string(),
+                mode: SteeringMode::Inline,
             },
             wp,
             up,
@@ -110,15 +112,39 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             "workload wired"
         );
     }
-    let dp = Arc::new(Mutex::new(dp));
+    let mut node = Steering::new(dp, cfg.node.state_dir.clone()).map_err(|e| DaemonError::Io {
+        what: "steering".into(),
+        source: io::Error::other(e),
+    })?;
+    for w in &cfg.workloads {
+        let name = w.name.get_ref();
+        let mode = node.initial_mode(name, w.mode);
+        let wl = node.dp.find(name).expect("just added");
+        node.adopt(wl, mode).map_err(|e| DaemonError::Io {
+            what: format!("workload {name}: steering mode {}", mode.name()),
+            source: io::Error::other(e),
+        })?;
+        tracing::info!(
+            workload = name.as_str(),
+            mode = mode.name(),
+            "steering mode"
+        );
+    }
+    let node = Arc::new(Mutex::new(node));
     let sock = cfg.node.control_socket.clone();
     let listener = api::bind(&sock).map_err(io_err("control socket"))?;
-    let api_dp = dp.clone();
+    let api_node = node.clone();
     api::serve(listener, move |req| {
-        let dp = api_dp.lock().map_err(|_| "datapath lock poisoned".to_string())?;
+        let mut node = api_node.lock().map_err(|_| "control lock poisoned".to_string())?;
         match req {
-            Request::Stats => serde_json::to_value(dp.stats()).map_err(|e| e.to_string()),
+            Request::Stats => serde_json::to_value(node.dp.stats()).map_err(|e| e.to_string()),
+            Request::List => Ok(serde_json::Value::Array(node.list())),
+            Request::Mode { workload, mode } => {
+                let from = node.set_mode(&workload, mode)?;
+                Ok(serde_json::json!({ "workload": workload, "from": from, "to": mode }))
+            }
             Request::Macs => {
+                let dp = &node.dp;
                 let t = dp.shared().macs.snapshot();
                 let now = dp.shared().now_secs();
                 let v: Vec<serde_json::Value> = t
@@ -145,13 +171,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
-        if let Ok(dp) = dp.lock() {
-            dp.housekeeping();
+        if let Ok(node) = node.lock() {
+            node.dp.housekeeping();
         }
     }
     tracing::info!("stopping");
-    if let Ok(mut dp) = dp.lock() {
-        dp.stop();
+    if let Ok(mut node) = node.lock() {
+        node.dp.stop();
     }
     let _ = std::fs::remove_file(&sock);
     Ok(())

@@ -17,6 +17,8 @@ pub struct PortCounters {
     pub rx_gso: AtomicU64,
     /// Frames received with a VLAN tag the kernel had stripped.
     pub rx_vlan: AtomicU64,
+    /// Frames received in `mirror` mode: inspected, never forwarded by guardwire.
+    pub rx_mirrored: AtomicU64,
     /// Frames sent.
     pub tx_frames: AtomicU64,
     /// Bytes sent.
@@ -34,6 +36,7 @@ pub struct PortCountersSnapshot {
     pub rx_bytes: u64,
     pub rx_gso: u64,
     pub rx_vlan: u64,
+    pub rx_mirrored: u64,
     pub tx_frames: u64,
     pub tx_bytes: u64,
     pub kernel_drops: u64,
@@ -49,6 +52,7 @@ impl PortCounters {
             rx_bytes: r(&self.rx_bytes),
             rx_gso: r(&self.rx_gso),
             rx_vlan: r(&self.rx_vlan),
+            rx_mirrored: r(&self.rx_mirrored),
             tx_frames: r(&self.tx_frames),
             tx_bytes: r(&self.tx_bytes),
             kernel_drops: r(&self.kernel_drops),

@@ -10,6 +10,7 @@ pub use counters::{BurstTally, DatapathCounters, PortCounters, PortCountersSnaps
 
 use crate::pipeline::Pipeline;
 use crate::port::Port;
+use crate::steer::SteeringMode;
 use crate::switch::{PortId, Role, SharedMacTable, Topology, WorkloadId, WorkloadPorts};
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -51,6 +52,8 @@ pub struct WorkloadInfo {
     pub name: String,
     /// `pod` or `vm`.
     pub kind: String,
+    /// How its frames travel.
+    pub mode: SteeringMode,
 }
 
 /// Immutable forwarding state; replaced as a whole when workloads come and go.
@@ -67,6 +70,12 @@ pub struct Forwarding {
 impl Forwarding {
     fn port(&self, p: PortId) -> Option<&PortSlot> {
         self.ports.get(p.0 as usize).and_then(|s| s.as_ref())
+    }
+
+    /// The steering mode of the workload a port belongs to.
+    fn mode_of(&self, p: PortId) -> Option<SteeringMode> {
+        let (wl, _) = self.topo.role(p)?;
+        self.workloads.get(wl.0 as usize)?.as_ref().map(|w| w.mode)
     }
 
     fn clone_shallow(&self) -> Forwarding {
@@ -279,6 +288,59 @@ impl Datapath {
             done_rx
                 .recv_timeout(Duration::from_secs(5))
                 .map_err(|_| io::Error::other("worker did not release the ports"))?;
+        }
+        Ok(())
+    }
+
+    /// The workload called `name`.
+    pub fn find(&self, name: &str) -> Option<WorkloadId> {
+        let fwd = self.shared.fwd.load();
+        fwd.workloads
+            .iter()
+            .position(|w| w.as_ref().is_some_and(|w| w.name == name))
+            .map(|i| WorkloadId(i as u32))
+    }
+
+    /// Every workload with its info and its two ports' names.
+    pub fn workloads(&self) -> Vec<(WorkloadId, WorkloadInfo, String, String)> {
+        let n = self.shared.fwd.load().workloads.len() as u32;
+        (0..n)
+            .filter_map(|i| {
+                let (info, wp, up) = self.workload(WorkloadId(i))?;
+                Some((WorkloadId(i), info, wp, up))
+            })
+            .collect()
+    }
+
+    /// The workload's info and its two ports' names.
+    pub fn workload(&self, wl: WorkloadId) -> Option<(WorkloadInfo, String, String)> {
+        let fwd = self.shared.fwd.load();
+        let info = fwd.workloads.get(wl.0 as usize)?.clone()?;
+        let ports = fwd.topo.workload(wl)?;
+        let name = |p| fwd.port(p).map(|s| s.port.name().to_string());
+        Some((info, name(ports.workload)?, name(ports.uplink)?))
+    }
+
+    /// Sets how the workload's frames travel inside guardwire: `inline` forwards,
+    /// `mirror` only inspects, `off` stops its ports receiving at all. The tc
+    /// side of the mode is the caller's (see `steer::tc`).
+    pub fn set_mode(&self, wl: WorkloadId, mode: SteeringMode) -> io::Result<()> {
+        let cur = self.shared.fwd.load();
+        let mut next = cur.clone_shallow();
+        let info = next
+            .workloads
+            .get_mut(wl.0 as usize)
+            .and_then(|w| w.as_mut())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such workload"))?;
+        info.mode = mode;
+        let ports = next.topo.workload(wl).expect("a listed workload has ports");
+        let slots: Vec<Arc<dyn Port>> = [ports.workload, ports.uplink]
+            .iter()
+            .filter_map(|p| next.port(*p).map(|s| s.port.clone()))
+            .collect();
+        self.shared.fwd.store(Arc::new(next));
+        for p in slots {
+            p.set_receiving(mode != SteeringMode::Off)?;
         }
         Ok(())
     }

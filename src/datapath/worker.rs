@@ -5,6 +5,7 @@
 use super::{BurstTally, Forwarding, Shared};
 use crate::pipeline::{DropReason, Pipeline, Verdict};
 use crate::port::{Frame, Port};
+use crate::steer::SteeringMode;
 use crate::switch::{self, Egress, Mac, MacTable, Observe, PortId, Role};
 use arc_swap::{ArcSwap, Cache};
 use crossbeam_channel::{Receiver, Sender};
@@ -222,6 +223,7 @@ impl Worker {
                 return;
             };
             let in_role = fwd.topo.role(in_id).map(|(_, r)| r);
+            let mode = fwd.mode_of(in_id).unwrap_or_default();
             let (mut bytes, mut gso, mut vlan) = (0u64, 0u64, 0u64);
             for (i, fr) in frames.iter().enumerate() {
                 bytes += fr.wire_len() as u64;
@@ -239,6 +241,11 @@ impl Worker {
                         tally.drop(r, 1);
                         continue;
                     }
+                }
+                if mode != SteeringMode::Inline {
+                    // The kernel carries this workload's frames; what reached us
+                    // is a copy (mirror) or was already in the ring (off).
+                    continue;
                 }
                 let d = fr.data();
                 let dst: &Mac = d[0..6]
@@ -279,6 +286,10 @@ impl Worker {
             }
             if vlan != 0 {
                 c.rx_vlan.fetch_add(vlan, Ordering::Relaxed);
+            }
+            if mode == SteeringMode::Mirror {
+                c.rx_mirrored
+                    .fetch_add(frames.len() as u64, Ordering::Relaxed);
             }
             for (out, pick) in &scratch.groups[..scratch.used] {
                 let Some(slot) = fwd.port(*out) else {

@@ -111,4 +111,7 @@ impl<P: Port> Port for FaultPort<P> {
     fn kernel_stats(&self) -> KernelStats {
         self.inner.kernel_stats()
     }
+    fn set_receiving(&self, on: bool) -> io::Result<()> {
+        self.inner.set_receiving(on)
+    }
 }

@@ -166,6 +166,14 @@ pub trait Port: Send + Sync {
     fn kernel_stats(&self) -> KernelStats {
         KernelStats::default()
     }
+    /// Stops (false) or resumes (true) the kernel queueing frames to this port,
+    /// so a workload the kernel forwards costs guardwire nothing.
+    fn set_receiving(&self, _on: bool) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "port cannot pause receiving",
+        ))
+    }
 }
 
 /// Sends every frame of `frames`.
@@ -216,5 +224,8 @@ impl<T: Port + ?Sized> Port for Box<T> {
     }
     fn kernel_stats(&self) -> KernelStats {
         (**self).kernel_stats()
+    }
+    fn set_receiving(&self, on: bool) -> io::Result<()> {
+        (**self).set_receiving(on)
     }
 }

@@ -471,6 +471,41 @@ impl Port for PacketPort {
         })
     }
 
+    fn set_receiving(&self, on: bool) -> io::Result<()> {
+        let s = self.fd.as_raw_fd();
+        if on {
+            let zero: libc::c_int = 0;
+            return match setsockopt(
+                s,
+                libc::SOL_SOCKET,
+                libc::SO_DETACH_FILTER,
+                &zero,
+                "SO_DETACH_FILTER",
+            ) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            };
+        }
+        // Classic BPF "ret #0": accept no byte of any frame.
+        let mut prog = [libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        }];
+        let fprog = libc::sock_fprog {
+            len: 1,
+            filter: prog.as_mut_ptr(),
+        };
+        setsockopt(
+            s,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &fprog,
+            "SO_ATTACH_FILTER",
+        )
+    }
+
     fn kernel_stats(&self) -> KernelStats {
         let mut st = libc::tpacket_stats {
             tp_packets: 0,

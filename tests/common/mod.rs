@@ -298,7 +298,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Writes `config` (TOML, `{socket}` replaced by the socket path) to `dir` and
+    /// Writes `config` (TOML; `{socket}` and `{state}` replaced by paths in `dir`) to `dir` and
     /// starts `guardwire run` in namespace `ns`; waits for its control socket.
     pub fn start(ns: &str, dir: &Path, config: &str) -> Daemon {
         let socket = dir.join("gw.sock");
