@@ -69,6 +69,18 @@ enum Verb {
         #[command(flatten)]
         target: Target,
     },
+    /// Steer a live workload through guardwire (the daemon does the plumbing).
+    Attach {
+        #[command(subcommand)]
+        what: AttachWhat,
+    },
+    /// Put an attached workload back exactly as it was before `attach`.
+    Detach {
+        /// Workload name.
+        workload: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List workloads with their ports, steering modes and counters.
     List {
         #[command(flatten)]
@@ -85,6 +97,27 @@ enum Verb {
         workload: String,
         /// off, mirror or inline.
         mode: SteeringMode,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum AttachWhat {
+    /// A pod: its CNI-made veth moves into sec ns (name and MAC kept), a new veth
+    /// pair takes its place on the host; the pod sees nothing change.
+    Pod {
+        /// The pod's network namespace (name under /var/run/netns, or a path).
+        netns: String,
+        /// The pod's interface.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// Workload name (at most 12 characters; default: the namespace's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Steering mode to start in (default: the node's default_mode).
+        #[arg(long)]
+        mode: Option<SteeringMode>,
         #[command(flatten)]
         target: Target,
     },
@@ -160,6 +193,45 @@ fn main() -> ExitCode {
                         + n("uplink_port_counters", "rx_mirrored"),
                 );
             }
+            Ok(())
+        }),
+        Verb::Attach {
+            what:
+                AttachWhat::Pod {
+                    netns,
+                    ifname,
+                    name,
+                    mode,
+                    target,
+                },
+        } => target.socket().and_then(|s| {
+            let v = api::call(
+                &s,
+                &Request::AttachPod {
+                    netns,
+                    ifname,
+                    name,
+                    mode,
+                },
+            )?;
+            println!(
+                "attached {}: {} -> {} + {} ({}, {:.1} ms)",
+                v["workload"].as_str().unwrap_or("?"),
+                v["host_dev"].as_str().unwrap_or("?"),
+                v["workload_port"].as_str().unwrap_or("?"),
+                v["uplink_port"].as_str().unwrap_or("?"),
+                v["mode"].as_str().unwrap_or("?"),
+                v["millis"].as_f64().unwrap_or(0.0)
+            );
+            Ok(())
+        }),
+        Verb::Detach { workload, target } => target.socket().and_then(|s| {
+            let v = api::call(&s, &Request::Detach { workload })?;
+            println!(
+                "detached {} ({:.1} ms)",
+                v["workload"].as_str().unwrap_or("?"),
+                v["millis"].as_f64().unwrap_or(0.0)
+            );
             Ok(())
         }),
         Verb::Mode {

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # guardwire test bed: one "node" built from network namespaces.
 #
-#   node.sh up   PREFIX [--pods N] [--vm] [--forwarder guardwire|bridge|none] [--workers N]
+#   node.sh up   PREFIX [--pods N] [--vm] [--forwarder guardwire|bridge|none] [--workers N] [--live]
+#
+# --live: leave the workloads where CNI and the hypervisor put them and start
+# guardwire with no workload: `guardwire attach` steers them in afterwards.
 #   node.sh down PREFIX     # idempotent, never fails when already gone
 #   node.sh env  PREFIX     # KEY=VALUE lines, shell-sourceable
 #
@@ -30,7 +33,7 @@ STATE=""
 
 usage() {
     cat >&2 <<'EOF'
-usage: node.sh up   PREFIX [--pods N] [--vm] [--forwarder guardwire|bridge|none] [--workers N]
+usage: node.sh up   PREFIX [--pods N] [--vm] [--forwarder guardwire|bridge|none] [--workers N] [--live]
        node.sh down PREFIX
        node.sh env  PREFIX
 EOF
@@ -264,9 +267,10 @@ steer() {
 write_gw_config() {
     local workers=$1 w kind
     {
-        printf '[node]\nname = "%s"\ncontrol_socket = "%s"\nstate_dir = "%s"\n\n' "$PREFIX" "$STATE/guardwire.sock" "$STATE"
+        printf '[node]\nname = "%s"\ncontrol_socket = "%s"\nstate_dir = "%s"\nhost_netns = "%s"\n\n' \
+            "$PREFIX" "$STATE/guardwire.sock" "$STATE" "/var/run/netns/$NS_HOST"
         printf '[datapath]\nworkers = %s\n' "$workers"
-        for w in "${WORKLOADS[@]}"; do
+        for w in "${STATIC[@]}"; do
             kind=pod
             [[ $w == vm* ]] && kind=vm
             printf '\n[[workload]]\nname = "%s"\nkind = "%s"\nworkload_port = "wp-%s"\nuplink_port = "up-%s"\n' \
@@ -297,7 +301,7 @@ start_guardwire() {
 
 start_bridges() { # baseline: one bridge per workload (see README: a single bridge would loop)
     local w
-    for w in "${WORKLOADS[@]}"; do
+    for w in "${STATIC[@]}"; do
         log "bridge forwarder: bs-$w = wp-$w + up-$w"
         ip -n "$NS_SEC" link add "bs-$w" type bridge
         ip netns exec "$NS_SEC" sysctl -qw "net.ipv6.conf.bs-$w.disable_ipv6=1"
@@ -359,7 +363,7 @@ on_up_exit() {
 }
 
 cmd_up() {
-    local npods=2 vm=0 forwarder=guardwire workers=2 i w hostif
+    local npods=2 vm=0 forwarder=guardwire workers=2 live=0 i w hostif
     set_prefix "${1:-}"
     shift
     while [[ $# -gt 0 ]]; do
@@ -368,6 +372,7 @@ cmd_up() {
         --vm) vm=1; shift ;;
         --forwarder) forwarder=${2:-}; shift 2 || usage ;;
         --workers) workers=${2:-}; shift 2 || usage ;;
+        --live) live=1; shift ;;
         *) usage ;;
         esac
     done
@@ -416,7 +421,11 @@ cmd_up() {
     checkpoint vm
 
     create_sec
-    for w in "${WORKLOADS[@]}"; do
+    STATIC=()
+    if [[ $live == 0 ]]; then
+        STATIC=("${WORKLOADS[@]}")
+    fi
+    for w in "${STATIC[@]}"; do
         if [[ $w == vm1 ]]; then
             hostif=$VM_TAP
         else

@@ -14,7 +14,9 @@ fn gw(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn every_verb_has_help() {
-    for verb in ["run", "check", "stats", "macs", "list", "mode"] {
+    for verb in [
+        "run", "check", "stats", "macs", "list", "mode", "attach", "detach",
+    ] {
         let o = gw(&[verb, "--help"]);
         assert!(o.status.success(), "{verb} --help");
         assert!(

@@ -20,6 +20,22 @@ pub enum Request {
     Macs,
     /// Workloads with their ports, modes and counters.
     List,
+    /// Attach a live pod (migrate its CNI veth into sec ns).
+    AttachPod {
+        /// The pod's network namespace (name under /var/run/netns or a path).
+        netns: String,
+        /// Its interface.
+        ifname: String,
+        /// Workload name (default: the namespace's name).
+        name: Option<String>,
+        /// Mode to start in (default: the node's default mode).
+        mode: Option<crate::steer::SteeringMode>,
+    },
+    /// Detach a workload attached with AttachPod.
+    Detach {
+        /// Workload name.
+        workload: String,
+    },
     /// Switch a workload's steering mode.
     Mode {
         /// Workload name.

@@ -41,6 +41,16 @@ pub struct NodeConfig {
     /// Where guardwire keeps what must survive a restart (steering modes).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// The host's network namespace, where CNIs put the host ends of pod veths.
+    #[serde(default = "default_host_netns")]
+    pub host_netns: String,
+    /// Mode of a workload attached without one.
+    #[serde(default)]
+    pub default_mode: SteeringMode,
+}
+
+fn default_host_netns() -> String {
+    "/proc/1/ns/net".into()
 }
 
 fn default_state_dir() -> PathBuf {

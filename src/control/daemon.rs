@@ -3,7 +3,7 @@
 
 use super::api::{self, Request};
 use super::config::{Config, WorkloadConfig};
-use super::steering::Steering;
+use super::steering::{AttachSettings, Steering};
 use crate::datapath::{Datapath, DatapathParams, WorkloadInfo};
 use crate::pipeline::Pipeline;
 use crate::port::{FaultPort, PacketPort, PacketPortOptions, PcapPort, Port};
@@ -112,10 +112,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             "workload wired"
         );
     }
-    let mut node = Steering::new(dp, cfg.node.state_dir.clone()).map_err(|e| DaemonError::Io {
-        what: "steering".into(),
-        source: io::Error::other(e),
-    })?;
+    let settings = AttachSettings {
+        host_netns: cfg.node.host_netns.clone(),
+        default_mode: cfg.node.default_mode,
+        port_opts: opts.clone(),
+    };
+    let mut node =
+        Steering::new(dp, cfg.node.state_dir.clone(), settings).map_err(|e| DaemonError::Io {
+            what: "steering".into(),
+            source: io::Error::other(e),
+        })?;
     for w in &cfg.workloads {
         let name = w.name.get_ref();
         let mode = node.initial_mode(name, w.mode);
@@ -130,6 +136,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             "steering mode"
         );
     }
+    for e in node.readopt() {
+        tracing::error!("could not re-adopt {e}");
+    }
     let node = Arc::new(Mutex::new(node));
     let sock = cfg.node.control_socket.clone();
     let listener = api::bind(&sock).map_err(io_err("control socket"))?;
@@ -139,6 +148,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         match req {
             Request::Stats => serde_json::to_value(node.dp.stats()).map_err(|e| e.to_string()),
             Request::List => Ok(serde_json::Value::Array(node.list())),
+            Request::AttachPod { netns, ifname, name, mode } => node.attach_pod(name, &netns, &ifname, mode),
+            Request::Detach { workload } => node.detach(&workload),
             Request::Mode { workload, mode } => {
                 let from = node.set_mode(&workload, mode)?;
                 Ok(serde_json::json!({ "workload": workload, "from": from, "to": mode }))

@@ -5,20 +5,27 @@
 //! the tc redirect goes in first and guardwire stops forwarding second; when
 //! guardwire takes over, it starts forwarding first and the redirect goes second.
 
-use crate::datapath::Datapath;
+use crate::datapath::{Datapath, WorkloadInfo};
 use crate::port::ifindex;
+use crate::port::{PacketPort, PacketPortOptions, Port};
 use crate::steer::SteeringMode;
-use crate::steer::tc::Tc;
+use crate::steer::attach::{self, PodAttachment};
+use crate::steer::netlink::Netlink;
 use crate::switch::WorkloadId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// What survives a restart.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SteeringState {
     /// Mode per workload name, as last set with `guardwire mode`.
     pub modes: BTreeMap<String, SteeringMode>,
+    /// Pods attached with `guardwire attach`, with what detach needs.
+    #[serde(default)]
+    pub attachments: BTreeMap<String, PodAttachment>,
 }
 
 impl SteeringState {
@@ -57,22 +64,156 @@ impl SteeringState {
 pub struct Steering {
     /// The running datapath.
     pub dp: Datapath,
-    tc: Tc,
+    tc: Netlink,
     state_dir: PathBuf,
     state: SteeringState,
+    host_netns: String,
+    default_mode: SteeringMode,
+    port_opts: PacketPortOptions,
+}
+
+/// How attached workloads are wired.
+pub struct AttachSettings {
+    /// The host's network namespace (path or name).
+    pub host_netns: String,
+    /// Mode of a newly attached workload.
+    pub default_mode: SteeringMode,
+    /// How its ports are opened.
+    pub port_opts: PacketPortOptions,
 }
 
 impl Steering {
     /// Takes over `dp`, with modes persisted in `state_dir`.
-    pub fn new(dp: Datapath, state_dir: PathBuf) -> Result<Steering, String> {
-        let tc = Tc::new().map_err(|e| format!("netlink: {e}"))?;
+    pub fn new(
+        dp: Datapath,
+        state_dir: PathBuf,
+        settings: AttachSettings,
+    ) -> Result<Steering, String> {
+        let tc = Netlink::open(None).map_err(|e| format!("netlink: {e}"))?;
         let state = SteeringState::load(&state_dir)?;
         Ok(Steering {
             dp,
             tc,
             state_dir,
             state,
+            host_netns: settings.host_netns,
+            default_mode: settings.default_mode,
+            port_opts: settings.port_opts,
         })
+    }
+
+    /// Opens the two ports of an attached workload, adds it to the datapath and
+    /// puts it into `mode`. On failure the datapath is left as it was.
+    fn wire(&mut self, a: &PodAttachment, mode: SteeringMode) -> Result<(), String> {
+        for p in [&a.workload_port, &a.uplink_port] {
+            crate::steer::prepare_port(p).map_err(|e| e.to_string())?;
+        }
+        let open = |n: &str| -> Result<Arc<dyn Port>, String> {
+            Ok(Arc::new(
+                PacketPort::open(n, &self.port_opts).map_err(|e| format!("port {n}: {e}"))?,
+            ))
+        };
+        let (wp, up) = (open(&a.workload_port)?, open(&a.uplink_port)?);
+        let info = WorkloadInfo {
+            name: a.name.clone(),
+            kind: "pod".into(),
+            mode: SteeringMode::Inline,
+        };
+        let wl = self
+            .dp
+            .add_workload(info, wp, up)
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.adopt(wl, mode) {
+            let _ = self.dp.remove_workload(wl);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Takes back every pod attached before a restart, without re-plumbing.
+    pub fn readopt(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let atts: Vec<PodAttachment> = self.state.attachments.values().cloned().collect();
+        for a in atts {
+            let mode = self.initial_mode(&a.name, self.default_mode);
+            match self.wire(&a, mode) {
+                Ok(()) => {
+                    tracing::info!(workload = a.name.as_str(), mode = mode.name(), "re-adopted")
+                }
+                Err(e) => errors.push(format!("{}: {e}", a.name)),
+            }
+        }
+        errors
+    }
+
+    /// Attaches a live pod: migrates its veth (see `steer::attach`), wires the
+    /// ports, and remembers it. Nothing is left behind when it fails.
+    pub fn attach_pod(
+        &mut self,
+        name: Option<String>,
+        netns: &str,
+        ifname: &str,
+        mode: Option<SteeringMode>,
+    ) -> Result<serde_json::Value, String> {
+        let name = name.unwrap_or_else(|| {
+            Path::new(netns)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        if self.dp.find(&name).is_some() {
+            return Err(format!("workload {name:?} is already attached"));
+        }
+        let mode = mode.unwrap_or(self.default_mode);
+        let t0 = Instant::now();
+        let a = attach::attach_pod(&self.tc, &self.host_netns, &name, netns, ifname)
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.wire(&a, mode) {
+            if let Err(e2) = attach::detach_pod(&self.tc, &a) {
+                tracing::error!("rollback of {name} failed: {e2}");
+            }
+            return Err(e);
+        }
+        self.state.modes.insert(name.clone(), mode);
+        self.state.attachments.insert(name.clone(), a.clone());
+        self.state.save(&self.state_dir)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(
+            workload = name.as_str(),
+            netns,
+            mode = mode.name(),
+            ms,
+            "attached"
+        );
+        Ok(serde_json::json!({
+            "workload": name, "workload_port": a.workload_port, "uplink_port": a.uplink_port,
+            "host_dev": a.host_dev, "mode": mode, "millis": ms,
+        }))
+    }
+
+    /// Detaches a pod attached with `attach`: everything back as it was.
+    pub fn detach(&mut self, name: &str) -> Result<serde_json::Value, String> {
+        let Some(a) = self.state.attachments.get(name).cloned() else {
+            return Err(match self.dp.find(name) {
+                Some(_) => format!(
+                    "workload {name:?} is wired by the config file, not attached: remove it there"
+                ),
+                None => format!("no workload named {name:?}"),
+            });
+        };
+        let t0 = Instant::now();
+        if let Some(wl) = self.dp.find(name) {
+            let (wp, up) = self.indexes(wl)?;
+            self.kernel_path(wp, up, false)?;
+            self.dp.remove_workload(wl).map_err(|e| e.to_string())?;
+        }
+        attach::detach_pod(&self.tc, &a).map_err(|e| e.to_string())?;
+        self.state.attachments.remove(name);
+        self.state.modes.remove(name);
+        self.state.save(&self.state_dir)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(workload = name, ms, "detached");
+        Ok(serde_json::json!({ "workload": name, "millis": ms }))
     }
 
     /// The mode a workload starts in: the one last set, else `configured`.
@@ -90,13 +231,13 @@ impl Steering {
         if on {
             self.tc.redirect(wp, up).map_err(|e| e.to_string())?;
             if let Err(e) = self.tc.redirect(up, wp) {
-                let _ = self.tc.clear(wp);
+                let _ = self.tc.clear_ingress(wp);
                 return Err(e.to_string());
             }
             Ok(())
         } else {
-            let a = self.tc.clear(wp);
-            let b = self.tc.clear(up);
+            let a = self.tc.clear_ingress(wp);
+            let b = self.tc.clear_ingress(up);
             a.and(b).map_err(|e| e.to_string())
         }
     }

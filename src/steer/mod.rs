@@ -1,6 +1,8 @@
 //! Kernel plumbing around guardwire's ports: the sec ns must not handle a second
 //! copy of any frame guardwire forwards, and helpers to act in other namespaces.
 
+pub mod attach;
+pub mod netlink;
 pub mod netns;
 pub mod tc;
 

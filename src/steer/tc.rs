@@ -1,17 +1,12 @@
-//! The minimal tc hook behind the steering modes, over rtnetlink: an ingress
-//! qdisc with one u32 match-all filter whose mirred action redirects every frame
-//! to the other port. Only sch_ingress, cls_u32 and act_mirred are needed (no
-//! clsact, flower, matchall or gact).
+//! The minimal tc hook behind the steering modes: an ingress qdisc with one u32
+//! match-all filter whose mirred action redirects every frame to the other port.
+//! Only sch_ingress, cls_u32 and act_mirred are needed (no clsact, flower,
+//! matchall or gact).
 
 use super::SteerError;
+use super::netlink::Netlink;
 use rtnetlink::packet_route::tc::TcHandle;
 use std::io;
-
-/// A netlink connection in the calling thread's network namespace (sec ns).
-pub struct Tc {
-    rt: tokio::runtime::Runtime,
-    handle: rtnetlink::Handle,
-}
 
 fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == errno)
@@ -25,30 +20,17 @@ fn tc_err(what: &'static str, ifindex: i32, e: rtnetlink::Error) -> SteerError {
     }
 }
 
-impl Tc {
-    /// Opens the connection.
-    pub fn new() -> io::Result<Tc> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()?;
-        let handle = rt.block_on(async {
-            let (conn, handle, _) = rtnetlink::new_connection()?;
-            tokio::spawn(conn);
-            Ok::<_, io::Error>(handle)
-        })?;
-        Ok(Tc { rt, handle })
-    }
-
+impl Netlink {
     /// Kernel path on: every frame arriving on `from` leaves by `to`.
     pub fn redirect(&self, from: i32, to: i32) -> Result<(), SteerError> {
-        self.rt.block_on(async {
-            match self.handle.qdisc().add(from).ingress().execute().await {
+        let h = self.handle();
+        self.block_on(async {
+            match h.qdisc().add(from).ingress().execute().await {
                 Ok(()) => {}
                 Err(e) if is_errno(&e, libc::EEXIST) => {}
                 Err(e) => return Err(tc_err("add ingress qdisc on", from, e)),
             }
-            let req = self
-                .handle
+            let req = h
                 .traffic_filter(from)
                 .replace()
                 .ingress()
@@ -63,9 +45,10 @@ impl Tc {
     }
 
     /// Kernel path off: removes the ingress qdisc (and its filters) from `dev`.
-    pub fn clear(&self, dev: i32) -> Result<(), SteerError> {
-        self.rt.block_on(async {
-            let mut req = self.handle.qdisc().del(dev);
+    pub fn clear_ingress(&self, dev: i32) -> Result<(), SteerError> {
+        let h = self.handle();
+        self.block_on(async {
+            let mut req = h.qdisc().del(dev);
             req.message_mut().header.parent = TcHandle::INGRESS;
             req.message_mut().header.handle = TcHandle::from(0xffff_0000);
             match req.execute().await {

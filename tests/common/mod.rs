@@ -301,6 +301,11 @@ impl Daemon {
     /// Writes `config` (TOML; `{socket}` and `{state}` replaced by paths in `dir`) to `dir` and
     /// starts `guardwire run` in namespace `ns`; waits for its control socket.
     pub fn start(ns: &str, dir: &Path, config: &str) -> Daemon {
+        Daemon::start_with_env(ns, dir, config, &[])
+    }
+
+    /// As `start`, with extra environment variables for the daemon.
+    pub fn start_with_env(ns: &str, dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         let socket = dir.join("gw.sock");
         let log = dir.join("gw.log");
         let cfg = dir.join("gw.toml");
@@ -315,6 +320,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(&cfg)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::options().append(true).open(&log).unwrap())

@@ -1,0 +1,436 @@
+//! Attach and detach of a live pod: its CNI-made veth is migrated into sec ns.
+//!
+//! Attach (patent claims 7-9): the host end V of the pod's veth is renamed
+//! `wp-NAME` and moved into sec ns with its MAC (the workload port); a new veth
+//! pair `up-NAME` (sec ns) <-> V's old name with V's MAC and MTU (host ns) closes
+//! the path, and takes over whatever the CNI hung on V: bridge membership,
+//! addresses, routes, permanent neighbours, sysctls. The pod sees nothing change.
+//! Detach puts V back exactly as it was. Every step of attach has an undo, run in
+//! reverse when a later step fails, so a failed attach leaves nothing behind.
+
+use super::netlink::{LinkFacts, LinkState, Netlink, NlError};
+use super::netns;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+/// Sysctls of the host end that a CNI may set (bridge: none; ptp: forwarding,
+/// proxy_arp; Calico: proxy_arp and friends).
+const SYSCTLS: &[&str] = &[
+    "ipv4/conf/{}/forwarding",
+    "ipv4/conf/{}/proxy_arp",
+    "ipv4/conf/{}/rp_filter",
+    "ipv4/conf/{}/arp_ignore",
+    "ipv4/conf/{}/arp_announce",
+    "ipv4/conf/{}/route_localnet",
+    "ipv6/conf/{}/disable_ipv6",
+    "ipv6/conf/{}/forwarding",
+    "ipv6/conf/{}/accept_ra",
+];
+
+/// Why an attach or detach failed. Nothing is left half-done.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The name cannot make port names.
+    #[error("workload name {0:?} is too long or invalid: at most 12 characters of [A-Za-z0-9_.-]")]
+    BadName(String),
+    /// The pod's namespace cannot be opened.
+    #[error("pod network namespace {0}: {1}")]
+    NoNetns(String, String),
+    /// The pod has no such interface.
+    #[error("pod {ns} has no interface {ifname}")]
+    NoInterface {
+        /// Namespace.
+        ns: String,
+        /// Interface.
+        ifname: String,
+    },
+    /// The pod's interface has no host-side veth to migrate (macvlan, ipvlan...).
+    #[error(
+        "{ns}/{ifname} is a {kind} interface, not a veth: it has no host-side end that guardwire could take over (use a veth-based CNI such as bridge or ptp for pods guardwire steers)"
+    )]
+    NotVeth {
+        /// Namespace.
+        ns: String,
+        /// Interface.
+        ifname: String,
+        /// Its kind.
+        kind: String,
+    },
+    /// The veth's other end is not in the host namespace.
+    #[error("the peer of {ns}/{ifname} is not in the host network namespace {host}")]
+    PeerNotInHost {
+        /// Namespace.
+        ns: String,
+        /// Interface.
+        ifname: String,
+        /// Host namespace.
+        host: String,
+    },
+    /// Ports of that name already exist in sec ns.
+    #[error("port {0} already exists in sec ns (workload already attached?)")]
+    PortExists(String),
+    /// A kernel operation failed (the attach was rolled back).
+    #[error("{0}")]
+    Netlink(#[from] NlError),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything needed to undo an attach, kept on disk across restarts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodAttachment {
+    /// Workload name.
+    pub name: String,
+    /// The pod's network namespace (name or path).
+    pub pod_netns: String,
+    /// The pod's interface.
+    pub ifname: String,
+    /// The host namespace (path).
+    pub host_netns: String,
+    /// Name of the host end as the CNI made it.
+    pub host_dev: String,
+    /// Its MAC.
+    pub host_mac: Vec<u8>,
+    /// Its MTU.
+    pub mtu: u32,
+    /// The bridge it was a port of.
+    pub master: Option<String>,
+    /// Was it up?
+    pub up: bool,
+    /// Its addresses, routes and neighbours.
+    pub state: LinkState,
+    /// Its sysctls (path under /proc/sys/net, value).
+    pub sysctls: Vec<(String, String)>,
+    /// Workload port in sec ns.
+    pub workload_port: String,
+    /// Uplink port in sec ns.
+    pub uplink_port: String,
+}
+
+/// Port names for a workload name; refuses names that do not fit.
+pub fn port_names(name: &str) -> Result<(String, String), AttachError> {
+    let ok = !name.is_empty()
+        && name.len() <= 12
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        return Err(AttachError::BadName(name.to_string()));
+    }
+    Ok((format!("wp-{name}"), format!("up-{name}")))
+}
+
+fn read_sysctls(ns: &str, dev: &str) -> Result<Vec<(String, String)>, AttachError> {
+    let dev = dev.to_string();
+    netns::run_in(ns, move || {
+        Ok(SYSCTLS
+            .iter()
+            .filter_map(|k| {
+                let rel = k.replace("{}", &dev);
+                let v = std::fs::read_to_string(format!("/proc/sys/net/{rel}")).ok()?;
+                Some((k.to_string(), v.trim().to_string()))
+            })
+            .collect())
+    })
+    .map_err(|e| AttachError::Other(format!("read sysctls of {}: {e}", "host end")))
+}
+
+fn write_sysctls(ns: &str, dev: &str, vals: &[(String, String)]) -> Result<(), AttachError> {
+    let dev = dev.to_string();
+    let vals = vals.to_vec();
+    netns::run_in(ns, move || {
+        for (k, v) in &vals {
+            let p = format!("/proc/sys/net/{}", k.replace("{}", &dev));
+            std::fs::write(&p, v)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{p}: {e}")))?;
+        }
+        Ok(())
+    })
+    .map_err(|e| AttachError::Other(format!("restore sysctls: {e}")))
+}
+
+fn ns_file(ns: &str) -> Result<File, AttachError> {
+    let p = netns::path(ns);
+    File::open(&p).map_err(|e| AttachError::NoNetns(p, e.to_string()))
+}
+
+/// Test hook: `GUARDWIRE_FAIL_ATTACH_AT=<step>` makes attach fail at that step,
+/// so tests can prove the rollback.
+fn checkpoint(step: &str) -> Result<(), AttachError> {
+    if std::env::var("GUARDWIRE_FAIL_ATTACH_AT").is_ok_and(|s| s == step) {
+        return Err(AttachError::Other(format!(
+            "failing on purpose at {step} (GUARDWIRE_FAIL_ATTACH_AT)"
+        )));
+    }
+    Ok(())
+}
+
+type Undo<'a> = Vec<(&'static str, Box<dyn FnOnce() -> Result<(), NlError> + 'a>)>;
+
+fn rollback(undo: Undo<'_>) {
+    for (what, f) in undo.into_iter().rev() {
+        if let Err(e) = f() {
+            tracing::error!("rollback step {what} failed: {e}");
+        }
+    }
+}
+
+/// Migrates the pod's veth into sec ns (the caller's namespace, `sec`). On error,
+/// everything done so far is undone.
+pub fn attach_pod(
+    sec: &Netlink,
+    host_ns: &str,
+    name: &str,
+    pod_ns: &str,
+    ifname: &str,
+) -> Result<PodAttachment, AttachError> {
+    let (wp, up) = port_names(name)?;
+    for p in [&wp, &up] {
+        if sec.link_by_name(p).is_ok() {
+            return Err(AttachError::PortExists(p.clone()));
+        }
+    }
+    ns_file(pod_ns)?;
+    let pod = Netlink::open(Some(pod_ns))
+        .map_err(|e| AttachError::NoNetns(pod_ns.to_string(), e.to_string()))?;
+    let eth = pod
+        .link_by_name(ifname)
+        .map_err(|_| AttachError::NoInterface {
+            ns: pod_ns.to_string(),
+            ifname: ifname.to_string(),
+        })?;
+    if eth.kind != "veth" {
+        return Err(AttachError::NotVeth {
+            ns: pod_ns.to_string(),
+            ifname: ifname.to_string(),
+            kind: if eth.kind.is_empty() {
+                "non-veth".into()
+            } else {
+                eth.kind.clone()
+            },
+        });
+    }
+    let host_file = ns_file(host_ns)?;
+    let sec_file = ns_file("/proc/thread-self/ns/net")?;
+    let host = Netlink::open(Some(host_ns))
+        .map_err(|e| AttachError::NoNetns(host_ns.to_string(), e.to_string()))?;
+    let not_in_host = || AttachError::PeerNotInHost {
+        ns: pod_ns.to_string(),
+        ifname: ifname.to_string(),
+        host: host_ns.to_string(),
+    };
+    let v: LinkFacts = host
+        .link_by_index(eth.peer.ok_or_else(not_in_host)?)
+        .map_err(|_| not_in_host())?;
+    if v.kind != "veth" || v.peer != Some(eth.index) {
+        return Err(not_in_host());
+    }
+    let master = match v.master {
+        Some(m) => Some(host.link_by_index(m)?.name),
+        None => None,
+    };
+    let att = PodAttachment {
+        name: name.to_string(),
+        pod_netns: pod_ns.to_string(),
+        ifname: ifname.to_string(),
+        host_netns: host_ns.to_string(),
+        host_dev: v.name.clone(),
+        host_mac: v.mac.clone(),
+        mtu: v.mtu,
+        master: master.clone(),
+        up: v.up,
+        state: LinkState::take(&host, v.index)?,
+        sysctls: read_sysctls(host_ns, &v.name)?,
+        workload_port: wp.clone(),
+        uplink_port: up.clone(),
+    };
+
+    // Undo steps capture these by shared reference (they outlive `undo`).
+    let (host, v, master, wp, host_file) = (&host, &v, &master, &wp, &host_file);
+    let mut undo: Undo<'_> = Vec::new();
+    let res = (|| -> Result<(), AttachError> {
+        // The second steering wire: a new pair, one end moved to sec ns.
+        let tmp = format!("gwt{:08x}", std::process::id() ^ (v.index << 8));
+        host.add_veth(&tmp, &up)?;
+        let t = host.link_by_name(&tmp)?;
+        let ti = t.index;
+        undo.push(("delete new pair", Box::new(move || host.del_link(ti))));
+        let u = host.link_by_name(&up)?;
+        host.set(
+            "size uplink port",
+            Netlink::change(u.index).mtu(v.mtu).build(),
+        )?;
+        host.set(
+            "move uplink port",
+            Netlink::change(u.index)
+                .setns_by_fd(sec_file.as_raw_fd())
+                .build(),
+        )?;
+        checkpoint("pair")?;
+
+        // The CNI's veth end leaves the host for sec ns, renamed, MAC kept.
+        host.set(
+            "take host end down",
+            Netlink::change(v.index).down().nocontroller().build(),
+        )?;
+        // Undo steps find the device by name: an interface that went to another
+        // namespace and back may come home with a different index.
+        undo.push((
+            "restore host end",
+            Box::new(move || {
+                let i = host.link_by_name(&v.name)?.index;
+                let mut b = Netlink::change(i);
+                if let Some(m) = master {
+                    b = b.controller(host.link_by_name(m)?.index);
+                }
+                if v.up {
+                    b = b.up();
+                }
+                host.set("restore host end", b.build())
+            }),
+        ));
+        host.set(
+            "rename host end",
+            Netlink::change(v.index).name(wp.clone()).build(),
+        )?;
+        undo.push((
+            "rename host end back",
+            Box::new(move || {
+                let i = host.link_by_name(wp)?.index;
+                host.set(
+                    "rename host end back",
+                    Netlink::change(i).name(v.name.clone()).build(),
+                )
+            }),
+        ));
+        host.set(
+            "move host end",
+            Netlink::change(v.index)
+                .setns_by_fd(sec_file.as_raw_fd())
+                .build(),
+        )?;
+        undo.push((
+            "bring host end back",
+            Box::new(move || {
+                let w = sec.link_by_name(wp)?;
+                sec.set(
+                    "bring host end back",
+                    Netlink::change(w.index)
+                        .setns_by_fd(host_file.as_raw_fd())
+                        .build(),
+                )
+            }),
+        ));
+        checkpoint("move")?;
+
+        // The new host end takes the old one's place, name, MAC and all.
+        host.set(
+            "dress new host end",
+            Netlink::change(t.index)
+                .address(v.mac.clone())
+                .mtu(v.mtu)
+                .name(v.name.clone())
+                .build(),
+        )?;
+        let tmp_name = tmp.clone();
+        undo.push((
+            "give the old name back",
+            Box::new(move || {
+                host.set(
+                    "undress new host end",
+                    Netlink::change(ti).down().name(tmp_name).build(),
+                )
+            }),
+        ));
+        if let Some(m) = &master {
+            let mi = host.link_by_name(m)?.index;
+            host.set(
+                "join bridge",
+                Netlink::change(t.index).controller(mi).build(),
+            )?;
+        }
+        if v.up {
+            host.set("set new host end up", Netlink::change(t.index).up().build())?;
+        }
+        write_sysctls(host_ns, &v.name, &att.sysctls)?;
+        host.replay(t.index, &att.state)?;
+        checkpoint("carry-over")?;
+        Ok(())
+    })();
+    match res {
+        Ok(()) => Ok(att),
+        Err(e) => {
+            rollback(undo);
+            Err(e)
+        }
+    }
+}
+
+/// Puts the pod's veth back where the CNI left it and removes the pair attach made.
+pub fn detach_pod(sec: &Netlink, a: &PodAttachment) -> Result<(), AttachError> {
+    let host_file = ns_file(&a.host_netns)?;
+    let host = Netlink::open(Some(&a.host_netns))
+        .map_err(|e| AttachError::NoNetns(a.host_netns.clone(), e.to_string()))?;
+    // The new pair goes (deleting the host end deletes up-NAME in sec ns too).
+    if let Ok(t) = host.link_by_name(&a.host_dev) {
+        host.del_link(t.index)?;
+    }
+    if let Ok(u) = sec.link_by_name(&a.uplink_port) {
+        sec.del_link(u.index)?;
+    }
+    let w = sec.link_by_name(&a.workload_port)?;
+    sec.set(
+        "take workload port down",
+        Netlink::change(w.index).down().build(),
+    )?;
+    sec.set(
+        "move workload port home",
+        Netlink::change(w.index)
+            .setns_by_fd(host_file.as_raw_fd())
+            .build(),
+    )?;
+    let v = host.link_by_name(&a.workload_port)?;
+    host.set(
+        "restore host end",
+        Netlink::change(v.index)
+            .name(a.host_dev.clone())
+            .address(a.host_mac.clone())
+            .mtu(a.mtu)
+            .build(),
+    )?;
+    if let Some(m) = &a.master {
+        let mi = host.link_by_name(m)?.index;
+        host.set(
+            "rejoin bridge",
+            Netlink::change(v.index).controller(mi).build(),
+        )?;
+    }
+    if a.up {
+        host.set("set host end up", Netlink::change(v.index).up().build())?;
+    }
+    write_sysctls(&a.host_netns, &a.host_dev, &a.sysctls)?;
+    host.replay(v.index, &a.state)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_names_fit_ifnamsiz() {
+        assert_eq!(
+            port_names("pod1").unwrap(),
+            ("wp-pod1".into(), "up-pod1".into())
+        );
+        assert!(port_names("abcdefghijkl").is_ok());
+        assert!(matches!(
+            port_names("abcdefghijklm"),
+            Err(AttachError::BadName(_))
+        ));
+        assert!(matches!(port_names(""), Err(AttachError::BadName(_))));
+        assert!(matches!(port_names("a/b"), Err(AttachError::BadName(_))));
+    }
+}
