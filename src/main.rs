@@ -121,6 +121,37 @@ enum AttachWhat {
         #[command(flatten)]
         target: Target,
     },
+    /// A VM: either its tap moves into sec ns while the hypervisor keeps running
+    /// (--tap), or guardwire takes over the veth between its qbr and br-int
+    /// (--hybrid); a new veth pair takes the device's place on the host.
+    Vm {
+        /// The VM's tap in the host namespace.
+        #[arg(long, conflicts_with = "hybrid", required_unless_present = "hybrid")]
+        tap: Option<String>,
+        /// The qbr end of the veth between the VM's qbr and br-int.
+        #[arg(long)]
+        hybrid: Option<String>,
+        /// Workload name (at most 12 characters; default: the device's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Steering mode to start in (default: the node's default_mode).
+        #[arg(long)]
+        mode: Option<SteeringMode>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn print_attached(v: &serde_json::Value) {
+    println!(
+        "attached {}: host device {} -> workload port {}, uplink port {} ({}, {:.1} ms)",
+        v["workload"].as_str().unwrap_or("?"),
+        v["host_dev"].as_str().unwrap_or("?"),
+        v["workload_port"].as_str().unwrap_or("?"),
+        v["uplink_port"].as_str().unwrap_or("?"),
+        v["mode"].as_str().unwrap_or("?"),
+        v["millis"].as_f64().unwrap_or(0.0)
+    );
 }
 
 fn main() -> ExitCode {
@@ -223,6 +254,33 @@ fn main() -> ExitCode {
                 v["mode"].as_str().unwrap_or("?"),
                 v["millis"].as_f64().unwrap_or(0.0)
             );
+            Ok(())
+        }),
+        Verb::Attach {
+            what:
+                AttachWhat::Vm {
+                    tap,
+                    hybrid,
+                    name,
+                    mode,
+                    target,
+                },
+        } => target.socket().and_then(|s| {
+            let (dev, hybrid) = match (tap, hybrid) {
+                (Some(t), _) => (t, false),
+                (None, Some(h)) => (h, true),
+                (None, None) => return Err("give --tap or --hybrid".into()),
+            };
+            let v = api::call(
+                &s,
+                &Request::AttachVm {
+                    dev,
+                    hybrid,
+                    name,
+                    mode,
+                },
+            )?;
+            print_attached(&v);
             Ok(())
         }),
         Verb::Detach { workload, target } => target.socket().and_then(|s| {

@@ -349,3 +349,88 @@ fn bad_input_is_refused_and_a_failed_attach_rolls_back() {
     ok(detach(d.socket.to_str().unwrap(), "pod1"));
     assert_eq!(snapshot(&n, n.var("NS_HOST"), false), host_before);
 }
+
+#[test]
+fn vm_tap_attached_while_its_holder_runs() {
+    let n = Node::up("tat5", &["--pods", "0", "--vm", "--live"]);
+    let sock = n.var("GW_SOCK").to_string();
+    let host_before = snapshot(&n, n.var("NS_HOST"), false);
+    n.ping(n.var("NS_VM"), n.var("PEER_IP"), 2);
+    let o = Command::new(guardwire_bin())
+        .args([
+            "attach", "vm", "--tap", "tap-vm1", "--name", "vm1", "--socket", &sock,
+        ])
+        .output()
+        .unwrap();
+    ok(o);
+    n.ping(n.var("NS_VM"), n.var("PEER_IP"), 5);
+    n.iperf_server(n.var("NS_PEER"), n.var("PEER_IP"));
+    let (bps, _) = n.iperf(n.var("NS_VM"), n.var("PEER_IP"), 2, &[]);
+    assert!(bps > 50e6, "VM TCP through guardwire: {bps}");
+    let s = n_stats(&sock);
+    assert!(
+        port(&s, "wp-vm1").counters.rx_frames > 1000,
+        "the VM's frames cross guardwire"
+    );
+    ok(detach(&sock, "vm1"));
+    n.ping(n.var("NS_VM"), n.var("PEER_IP"), 2);
+    assert_eq!(
+        snapshot(&n, n.var("NS_HOST"), false),
+        host_before,
+        "host ns restored"
+    );
+}
+
+#[test]
+fn vm_hybrid_plug_veth_taken_over() {
+    let n = Node::up("tat6", &["--pods", "0", "--vm", "--live"]);
+    let sock = n.var("GW_SOCK").to_string();
+    let h = n.var("NS_HOST").to_string();
+    // OpenStack-style hybrid plug: tap in qbr, veth qvb (in qbr) <-> qvo (in the
+    // integration bridge, here cni0).
+    for cmd in [
+        "ip link add qbr1 type bridge",
+        // qbr carries no L3 of the host's: stop the host answering ARP for its
+        // cni0 address on qbr1 (it would then route the VM around the plug).
+        "sysctl -qw net.ipv4.conf.qbr1.arp_ignore=1",
+        "ip link set qbr1 up",
+        "ip link set tap-vm1 nomaster",
+        "ip link set tap-vm1 master qbr1",
+        "ip link add qvb1 type veth peer name qvo1",
+        "ip link set qvb1 master qbr1",
+        "ip link set qvo1 master cni0",
+        "ip link set qvb1 up",
+        "ip link set qvo1 up",
+    ] {
+        n.ok(&h, &cmd.split(' ').collect::<Vec<_>>());
+    }
+    n.ping(n.var("NS_VM"), n.var("PEER_IP"), 2);
+    let host_before = snapshot(&n, &h, false);
+    let o = Command::new(guardwire_bin())
+        .args([
+            "attach", "vm", "--hybrid", "qvb1", "--name", "vm1", "--socket", &sock,
+        ])
+        .output()
+        .unwrap();
+    ok(o);
+    n.ping(n.var("NS_VM"), n.var("PEER_IP"), 5);
+    let s = n_stats(&sock);
+    // The new pair's sec end faces the VM; the migrated veth faces br-int.
+    assert!(port(&s, "wp-vm1").counters.rx_frames >= 5, "{:?}", s.ports);
+    assert!(port(&s, "up-vm1").counters.tx_frames >= 5);
+    ok(detach(&sock, "vm1"));
+    n.ping(n.var("NS_VM"), n.var("PEER_IP"), 2);
+    assert_eq!(snapshot(&n, &h, false), host_before, "host ns restored");
+    let o = Command::new(guardwire_bin())
+        .args([
+            "attach", "vm", "--tap", "qvb1", "--name", "x", "--socket", &sock,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("needs a tap"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

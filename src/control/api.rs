@@ -31,7 +31,18 @@ pub enum Request {
         /// Mode to start in (default: the node's default mode).
         mode: Option<crate::steer::SteeringMode>,
     },
-    /// Detach a workload attached with AttachPod.
+    /// Attach a VM by its tap, or by the veth between its qbr and br-int.
+    AttachVm {
+        /// The tap (or, with `hybrid`, the veth end in qbr) in the host namespace.
+        dev: String,
+        /// Hybrid plug rather than tap.
+        hybrid: bool,
+        /// Workload name (default: the device's name).
+        name: Option<String>,
+        /// Mode to start in (default: the node's default mode).
+        mode: Option<crate::steer::SteeringMode>,
+    },
+    /// Detach a workload attached with AttachPod or AttachVm.
     Detach {
         /// Workload name.
         workload: String,

@@ -7,6 +7,7 @@ use super::steering::{AttachSettings, Steering};
 use crate::datapath::{Datapath, DatapathParams, WorkloadInfo};
 use crate::pipeline::Pipeline;
 use crate::port::{FaultPort, PacketPort, PacketPortOptions, PcapPort, Port};
+use crate::steer::attach::Via;
 use crate::steer::{self, SteeringMode};
 use std::io;
 use std::path::PathBuf;
@@ -148,7 +149,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         match req {
             Request::Stats => serde_json::to_value(node.dp.stats()).map_err(|e| e.to_string()),
             Request::List => Ok(serde_json::Value::Array(node.list())),
-            Request::AttachPod { netns, ifname, name, mode } => node.attach_pod(name, &netns, &ifname, mode),
+            Request::AttachPod { netns, ifname, name, mode } => {
+                node.attach(name, Via::PodVeth { netns, ifname }, None, mode)
+            }
+            Request::AttachVm { dev, hybrid, name, mode } => {
+                let via = if hybrid { Via::Hybrid } else { Via::Tap };
+                node.attach(name, via, Some(&dev), mode)
+            }
             Request::Detach { workload } => node.detach(&workload),
             Request::Mode { workload, mode } => {
                 let from = node.set_mode(&workload, mode)?;

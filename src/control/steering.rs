@@ -9,7 +9,7 @@ use crate::datapath::{Datapath, WorkloadInfo};
 use crate::port::ifindex;
 use crate::port::{PacketPort, PacketPortOptions, Port};
 use crate::steer::SteeringMode;
-use crate::steer::attach::{self, PodAttachment};
+use crate::steer::attach::{self, Attachment, Via};
 use crate::steer::netlink::Netlink;
 use crate::switch::WorkloadId;
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ pub struct SteeringState {
     pub modes: BTreeMap<String, SteeringMode>,
     /// Pods attached with `guardwire attach`, with what detach needs.
     #[serde(default)]
-    pub attachments: BTreeMap<String, PodAttachment>,
+    pub attachments: BTreeMap<String, Attachment>,
 }
 
 impl SteeringState {
@@ -104,7 +104,7 @@ impl Steering {
 
     /// Opens the two ports of an attached workload, adds it to the datapath and
     /// puts it into `mode`. On failure the datapath is left as it was.
-    fn wire(&mut self, a: &PodAttachment, mode: SteeringMode) -> Result<(), String> {
+    fn wire(&mut self, a: &Attachment, mode: SteeringMode) -> Result<(), String> {
         for p in [&a.workload_port, &a.uplink_port] {
             crate::steer::prepare_port(p).map_err(|e| e.to_string())?;
         }
@@ -116,7 +116,7 @@ impl Steering {
         let (wp, up) = (open(&a.workload_port)?, open(&a.uplink_port)?);
         let info = WorkloadInfo {
             name: a.name.clone(),
-            kind: "pod".into(),
+            kind: a.kind().into(),
             mode: SteeringMode::Inline,
         };
         let wl = self
@@ -133,7 +133,7 @@ impl Steering {
     /// Takes back every pod attached before a restart, without re-plumbing.
     pub fn readopt(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
-        let atts: Vec<PodAttachment> = self.state.attachments.values().cloned().collect();
+        let atts: Vec<Attachment> = self.state.attachments.values().cloned().collect();
         for a in atts {
             let mode = self.initial_mode(&a.name, self.default_mode);
             match self.wire(&a, mode) {
@@ -146,30 +146,46 @@ impl Steering {
         errors
     }
 
-    /// Attaches a live pod: migrates its veth (see `steer::attach`), wires the
-    /// ports, and remembers it. Nothing is left behind when it fails.
-    pub fn attach_pod(
+    /// Attaches a live workload: a pod (`Via::PodVeth`) or a VM (`Via::Tap` or
+    /// `Via::Hybrid` of host device `dev`). Migrates the device (see
+    /// `steer::attach`), wires the ports, and remembers it. Nothing is left
+    /// behind when it fails.
+    pub fn attach(
         &mut self,
         name: Option<String>,
-        netns: &str,
-        ifname: &str,
+        via: Via,
+        dev: Option<&str>,
         mode: Option<SteeringMode>,
     ) -> Result<serde_json::Value, String> {
-        let name = name.unwrap_or_else(|| {
-            Path::new(netns)
+        let default_name = match (&via, dev) {
+            (Via::PodVeth { netns, .. }, _) => Path::new(netns)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
+                .unwrap_or_default(),
+            (_, Some(d)) => d.to_string(),
+            _ => String::new(),
+        };
+        let name = name.unwrap_or(default_name);
         if self.dp.find(&name).is_some() {
             return Err(format!("workload {name:?} is already attached"));
         }
         let mode = mode.unwrap_or(self.default_mode);
         let t0 = Instant::now();
-        let a = attach::attach_pod(&self.tc, &self.host_netns, &name, netns, ifname)
-            .map_err(|e| e.to_string())?;
+        let a = match &via {
+            Via::PodVeth { netns, ifname } => {
+                attach::attach_pod(&self.tc, &self.host_netns, &name, netns, ifname)
+            }
+            _ => attach::attach_vm(
+                &self.tc,
+                &self.host_netns,
+                &name,
+                dev.unwrap_or_default(),
+                via.clone(),
+            ),
+        }
+        .map_err(|e| e.to_string())?;
         if let Err(e) = self.wire(&a, mode) {
-            if let Err(e2) = attach::detach_pod(&self.tc, &a) {
+            if let Err(e2) = attach::detach(&self.tc, &a) {
                 tracing::error!("rollback of {name} failed: {e2}");
             }
             return Err(e);
@@ -180,7 +196,7 @@ impl Steering {
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
             workload = name.as_str(),
-            netns,
+            host_dev = a.host_dev.as_str(),
             mode = mode.name(),
             ms,
             "attached"
@@ -207,7 +223,7 @@ impl Steering {
             self.kernel_path(wp, up, false)?;
             self.dp.remove_workload(wl).map_err(|e| e.to_string())?;
         }
-        attach::detach_pod(&self.tc, &a).map_err(|e| e.to_string())?;
+        attach::detach(&self.tc, &a).map_err(|e| e.to_string())?;
         self.state.attachments.remove(name);
         self.state.modes.remove(name);
         self.state.save(&self.state_dir)?;

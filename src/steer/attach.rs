@@ -78,18 +78,36 @@ pub enum AttachError {
     Other(String),
 }
 
+/// How a workload reaches the host, and so which device attach migrates.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "via")]
+pub enum Via {
+    /// A pod's CNI veth: its host end is migrated and becomes the workload port.
+    PodVeth {
+        /// The pod's network namespace (name or path).
+        netns: String,
+        /// The pod's interface.
+        ifname: String,
+    },
+    /// A VM's tap, held by its hypervisor: the tap is migrated and becomes the
+    /// workload port.
+    Tap,
+    /// Hybrid plug: the veth from the VM's `qbr` to `br-int` is migrated (its
+    /// `qbr` end) and becomes the uplink port; the new pair's sec end faces the VM.
+    Hybrid,
+}
+
 /// Everything needed to undo an attach, kept on disk across restarts.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PodAttachment {
+pub struct Attachment {
     /// Workload name.
     pub name: String,
-    /// The pod's network namespace (name or path).
-    pub pod_netns: String,
-    /// The pod's interface.
-    pub ifname: String,
+    /// How it was reached.
+    #[serde(flatten)]
+    pub via: Via,
     /// The host namespace (path).
     pub host_netns: String,
-    /// Name of the host end as the CNI made it.
+    /// Name of the migrated host device as it was.
     pub host_dev: String,
     /// Its MAC.
     pub host_mac: Vec<u8>,
@@ -107,6 +125,24 @@ pub struct PodAttachment {
     pub workload_port: String,
     /// Uplink port in sec ns.
     pub uplink_port: String,
+}
+
+impl Attachment {
+    /// `pod` or `vm`.
+    pub fn kind(&self) -> &'static str {
+        match self.via {
+            Via::PodVeth { .. } => "pod",
+            Via::Tap | Via::Hybrid => "vm",
+        }
+    }
+
+    /// (name in sec ns of the migrated device, name of the new pair's sec end).
+    fn sec_names(&self) -> (&str, &str) {
+        match self.via {
+            Via::Hybrid => (&self.uplink_port, &self.workload_port),
+            _ => (&self.workload_port, &self.uplink_port),
+        }
+    }
 }
 
 /// Port names for a workload name; refuses names that do not fit.
@@ -177,21 +213,32 @@ fn rollback(undo: Undo<'_>) {
     }
 }
 
-/// Migrates the pod's veth into sec ns (the caller's namespace, `sec`). On error,
-/// everything done so far is undone.
-pub fn attach_pod(
-    sec: &Netlink,
-    host_ns: &str,
-    name: &str,
-    pod_ns: &str,
-    ifname: &str,
-) -> Result<PodAttachment, AttachError> {
+fn open_host(host_ns: &str) -> Result<Netlink, AttachError> {
+    ns_file(host_ns)?;
+    Netlink::open(Some(host_ns))
+        .map_err(|e| AttachError::NoNetns(host_ns.to_string(), e.to_string()))
+}
+
+fn check_free(sec: &Netlink, name: &str) -> Result<(String, String), AttachError> {
     let (wp, up) = port_names(name)?;
     for p in [&wp, &up] {
         if sec.link_by_name(p).is_ok() {
             return Err(AttachError::PortExists(p.clone()));
         }
     }
+    Ok((wp, up))
+}
+
+/// Attaches a pod: finds the host end of its veth and migrates it into sec ns
+/// (the caller's namespace, `sec`) as the workload port.
+pub fn attach_pod(
+    sec: &Netlink,
+    host_ns: &str,
+    name: &str,
+    pod_ns: &str,
+    ifname: &str,
+) -> Result<Attachment, AttachError> {
+    check_free(sec, name)?;
     ns_file(pod_ns)?;
     let pod = Netlink::open(Some(pod_ns))
         .map_err(|e| AttachError::NoNetns(pod_ns.to_string(), e.to_string()))?;
@@ -212,43 +259,108 @@ pub fn attach_pod(
             },
         });
     }
-    let host_file = ns_file(host_ns)?;
-    let sec_file = ns_file("/proc/thread-self/ns/net")?;
-    let host = Netlink::open(Some(host_ns))
-        .map_err(|e| AttachError::NoNetns(host_ns.to_string(), e.to_string()))?;
+    let host = open_host(host_ns)?;
     let not_in_host = || AttachError::PeerNotInHost {
         ns: pod_ns.to_string(),
         ifname: ifname.to_string(),
         host: host_ns.to_string(),
     };
-    let v: LinkFacts = host
+    let v = host
         .link_by_index(eth.peer.ok_or_else(not_in_host)?)
         .map_err(|_| not_in_host())?;
     if v.kind != "veth" || v.peer != Some(eth.index) {
         return Err(not_in_host());
     }
+    let via = Via::PodVeth {
+        netns: pod_ns.to_string(),
+        ifname: ifname.to_string(),
+    };
+    migrate(sec, &host, host_ns, name, v, via)
+}
+
+/// Attaches a VM by its tap (`Via::Tap`) or by the veth between its `qbr` and
+/// `br-int` (`Via::Hybrid`), named `dev` in the host namespace.
+pub fn attach_vm(
+    sec: &Netlink,
+    host_ns: &str,
+    name: &str,
+    dev: &str,
+    via: Via,
+) -> Result<Attachment, AttachError> {
+    check_free(sec, name)?;
+    let host = open_host(host_ns)?;
+    let v = host
+        .link_by_name(dev)
+        .map_err(|_| AttachError::NoInterface {
+            ns: host_ns.to_string(),
+            ifname: dev.to_string(),
+        })?;
+    let want = match via {
+        Via::Tap => "tun",
+        Via::Hybrid => "veth",
+        Via::PodVeth { .. } => {
+            return Err(AttachError::Other(
+                "attach_vm takes a tap or a hybrid veth".into(),
+            ));
+        }
+    };
+    if v.kind != want {
+        return Err(AttachError::Other(format!(
+            "{dev} is a {} device; --{} needs a {}",
+            if v.kind.is_empty() { "plain" } else { &v.kind },
+            if want == "tun" { "tap" } else { "hybrid" },
+            if want == "tun" {
+                "tap"
+            } else {
+                "veth with one end in the VM's bridge"
+            }
+        )));
+    }
+    if via == Via::Hybrid && v.master.is_none() {
+        return Err(AttachError::Other(format!(
+            "{dev} is in no bridge: a hybrid plug's veth has its end in qbr"
+        )));
+    }
+    migrate(sec, &host, host_ns, name, v, via)
+}
+
+/// Moves host device `v` into sec ns and closes the path with a new veth pair
+/// whose host end takes `v`'s place; everything done is undone on error.
+fn migrate(
+    sec: &Netlink,
+    host: &Netlink,
+    host_ns: &str,
+    name: &str,
+    v: LinkFacts,
+    via: Via,
+) -> Result<Attachment, AttachError> {
+    let (wp_name, up_name) = port_names(name)?;
+    let host_file = ns_file(host_ns)?;
+    let sec_file = ns_file("/proc/thread-self/ns/net")?;
     let master = match v.master {
         Some(m) => Some(host.link_by_index(m)?.name),
         None => None,
     };
-    let att = PodAttachment {
+    let att = Attachment {
         name: name.to_string(),
-        pod_netns: pod_ns.to_string(),
-        ifname: ifname.to_string(),
+        via,
         host_netns: host_ns.to_string(),
         host_dev: v.name.clone(),
         host_mac: v.mac.clone(),
         mtu: v.mtu,
         master: master.clone(),
         up: v.up,
-        state: LinkState::take(&host, v.index)?,
+        state: LinkState::take(host, v.index)?,
         sysctls: read_sysctls(host_ns, &v.name)?,
-        workload_port: wp.clone(),
-        uplink_port: up.clone(),
+        workload_port: wp_name,
+        uplink_port: up_name,
     };
+    // The migrated device and the sec end of the new pair, by role.
+    let (moved, fresh) = att.sec_names();
+    let (wp, up) = (&moved.to_string(), &fresh.to_string());
 
     // Undo steps capture these by shared reference (they outlive `undo`).
-    let (host, v, master, wp, host_file) = (&host, &v, &master, &wp, &host_file);
+    let (v, master, wp, host_file) = (&v, &master, wp, &host_file);
     let mut undo: Undo<'_> = Vec::new();
     let res = (|| -> Result<(), AttachError> {
         // The second steering wire: a new pair, one end moved to sec ns.
@@ -368,8 +480,8 @@ pub fn attach_pod(
     }
 }
 
-/// Puts the pod's veth back where the CNI left it and removes the pair attach made.
-pub fn detach_pod(sec: &Netlink, a: &PodAttachment) -> Result<(), AttachError> {
+/// Puts the migrated device back where it was and removes the pair attach made.
+pub fn detach(sec: &Netlink, a: &Attachment) -> Result<(), AttachError> {
     let host_file = ns_file(&a.host_netns)?;
     let host = Netlink::open(Some(&a.host_netns))
         .map_err(|e| AttachError::NoNetns(a.host_netns.clone(), e.to_string()))?;
@@ -377,10 +489,11 @@ pub fn detach_pod(sec: &Netlink, a: &PodAttachment) -> Result<(), AttachError> {
     if let Ok(t) = host.link_by_name(&a.host_dev) {
         host.del_link(t.index)?;
     }
-    if let Ok(u) = sec.link_by_name(&a.uplink_port) {
+    let (moved, fresh) = a.sec_names();
+    if let Ok(u) = sec.link_by_name(fresh) {
         sec.del_link(u.index)?;
     }
-    let w = sec.link_by_name(&a.workload_port)?;
+    let w = sec.link_by_name(moved)?;
     sec.set(
         "take workload port down",
         Netlink::change(w.index).down().build(),
@@ -391,7 +504,7 @@ pub fn detach_pod(sec: &Netlink, a: &PodAttachment) -> Result<(), AttachError> {
             .setns_by_fd(host_file.as_raw_fd())
             .build(),
     )?;
-    let v = host.link_by_name(&a.workload_port)?;
+    let v = host.link_by_name(moved)?;
     host.set(
         "restore host end",
         Netlink::change(v.index)
