@@ -356,20 +356,21 @@ fn migrate(
         uplink_port: up_name,
     };
     // The migrated device and the sec end of the new pair, by role.
+    // `moved`: the host device's name in sec ns; `fresh`: the new pair's sec end.
     let (moved, fresh) = att.sec_names();
-    let (wp, up) = (&moved.to_string(), &fresh.to_string());
+    let (moved, fresh) = (moved.to_string(), fresh.to_string());
 
     // Undo steps capture these by shared reference (they outlive `undo`).
-    let (v, master, wp, host_file) = (&v, &master, wp, &host_file);
+    let (v, master, moved, host_file) = (&v, &master, &moved, &host_file);
     let mut undo: Undo<'_> = Vec::new();
     let res = (|| -> Result<(), AttachError> {
         // The second steering wire: a new pair, one end moved to sec ns.
         let tmp = format!("gwt{:08x}", std::process::id() ^ (v.index << 8));
-        host.add_veth(&tmp, &up)?;
+        host.add_veth(&tmp, &fresh)?;
         let t = host.link_by_name(&tmp)?;
         let ti = t.index;
         undo.push(("delete new pair", Box::new(move || host.del_link(ti))));
-        let u = host.link_by_name(&up)?;
+        let u = host.link_by_name(&fresh)?;
         host.set(
             "size uplink port",
             Netlink::change(u.index).mtu(v.mtu).build(),
@@ -405,12 +406,12 @@ fn migrate(
         ));
         host.set(
             "rename host end",
-            Netlink::change(v.index).name(wp.clone()).build(),
+            Netlink::change(v.index).name(moved.clone()).build(),
         )?;
         undo.push((
             "rename host end back",
             Box::new(move || {
-                let i = host.link_by_name(wp)?.index;
+                let i = host.link_by_name(moved)?.index;
                 host.set(
                     "rename host end back",
                     Netlink::change(i).name(v.name.clone()).build(),
@@ -426,7 +427,7 @@ fn migrate(
         undo.push((
             "bring host end back",
             Box::new(move || {
-                let w = sec.link_by_name(wp)?;
+                let w = sec.link_by_name(moved)?;
                 sec.set(
                     "bring host end back",
                     Netlink::change(w.index)
