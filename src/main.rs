@@ -5,7 +5,7 @@ use guardwire::control::api::{self, Request};
 use guardwire::control::config::{Config, DEFAULT_SOCKET};
 use guardwire::control::{daemon, stats};
 use guardwire::datapath::StatsSnapshot;
-use guardwire::steer::SteeringMode;
+use guardwire::steer::{OnFailure, SteeringMode};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -81,6 +81,16 @@ enum Verb {
         #[command(flatten)]
         target: Target,
     },
+    /// (Started by `run`.) Wait for the daemon `--pid` to end, then hand its
+    /// `on_failure = "open"` workloads to the kernel path.
+    Watchdog {
+        /// The daemon's pid.
+        #[arg(long)]
+        pid: i32,
+        /// The daemon's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
     /// List workloads with their ports, steering modes and counters.
     List {
         #[command(flatten)]
@@ -118,6 +128,9 @@ enum AttachWhat {
         /// Steering mode to start in (default: the node's default_mode).
         #[arg(long)]
         mode: Option<SteeringMode>,
+        /// When guardwire dies: open (kernel path) or closed (cut off).
+        #[arg(long)]
+        on_failure: Option<OnFailure>,
         #[command(flatten)]
         target: Target,
     },
@@ -137,6 +150,9 @@ enum AttachWhat {
         /// Steering mode to start in (default: the node's default_mode).
         #[arg(long)]
         mode: Option<SteeringMode>,
+        /// When guardwire dies: open (kernel path) or closed (cut off).
+        #[arg(long)]
+        on_failure: Option<OnFailure>,
         #[command(flatten)]
         target: Target,
     },
@@ -233,27 +249,18 @@ fn main() -> ExitCode {
                     ifname,
                     name,
                     mode,
+                    on_failure,
                     target,
                 },
         } => target.socket().and_then(|s| {
-            let v = api::call(
-                &s,
-                &Request::AttachPod {
-                    netns,
-                    ifname,
-                    name,
-                    mode,
-                },
-            )?;
-            println!(
-                "attached {}: {} -> {} + {} ({}, {:.1} ms)",
-                v["workload"].as_str().unwrap_or("?"),
-                v["host_dev"].as_str().unwrap_or("?"),
-                v["workload_port"].as_str().unwrap_or("?"),
-                v["uplink_port"].as_str().unwrap_or("?"),
-                v["mode"].as_str().unwrap_or("?"),
-                v["millis"].as_f64().unwrap_or(0.0)
-            );
+            let req = Request::AttachPod {
+                netns,
+                ifname,
+                name,
+                mode,
+                on_failure,
+            };
+            print_attached(&api::call(&s, &req)?);
             Ok(())
         }),
         Verb::Attach {
@@ -263,6 +270,7 @@ fn main() -> ExitCode {
                     hybrid,
                     name,
                     mode,
+                    on_failure,
                     target,
                 },
         } => target.socket().and_then(|s| {
@@ -278,11 +286,13 @@ fn main() -> ExitCode {
                     hybrid,
                     name,
                     mode,
+                    on_failure,
                 },
             )?;
             print_attached(&v);
             Ok(())
         }),
+        Verb::Watchdog { pid, state_dir } => guardwire::control::watchdog::run(pid, &state_dir),
         Verb::Detach { workload, target } => target.socket().and_then(|s| {
             let v = api::call(&s, &Request::Detach { workload })?;
             println!(

@@ -30,6 +30,9 @@ pub enum Request {
         name: Option<String>,
         /// Mode to start in (default: the node's default mode).
         mode: Option<crate::steer::SteeringMode>,
+        /// What happens when guardwire dies (default: the node's default).
+        #[serde(default)]
+        on_failure: Option<crate::steer::OnFailure>,
     },
     /// Attach a VM by its tap, or by the veth between its qbr and br-int.
     AttachVm {
@@ -41,6 +44,9 @@ pub enum Request {
         name: Option<String>,
         /// Mode to start in (default: the node's default mode).
         mode: Option<crate::steer::SteeringMode>,
+        /// What happens when guardwire dies (default: the node's default).
+        #[serde(default)]
+        on_failure: Option<crate::steer::OnFailure>,
     },
     /// Detach a workload attached with AttachPod or AttachVm.
     Detach {

@@ -3,7 +3,7 @@
 
 use crate::pipeline::MalformedPolicy;
 use crate::port::FaultConfig;
-use crate::steer::SteeringMode;
+use crate::steer::{OnFailure, SteeringMode};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -47,6 +47,9 @@ pub struct NodeConfig {
     /// Mode of a workload attached without one.
     #[serde(default)]
     pub default_mode: SteeringMode,
+    /// on_failure of a workload attached without one.
+    #[serde(default)]
+    pub default_on_failure: OnFailure,
 }
 
 fn default_host_netns() -> String {
@@ -134,6 +137,10 @@ pub struct WorkloadConfig {
     /// changed later with `guardwire mode` is kept across restarts and wins.
     #[serde(default)]
     pub mode: SteeringMode,
+    /// When guardwire dies: "open" (the watchdog hands the workload to the
+    /// kernel path) or "closed" (it stays cut off until guardwire is back).
+    #[serde(default)]
+    pub on_failure: OnFailure,
     /// Record both ports' traffic to pcap files with this prefix (debugging).
     #[serde(default)]
     pub pcap: Option<PathBuf>,

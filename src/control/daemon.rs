@@ -101,6 +101,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 name: w.name.get_ref().clone(),
                 kind: w.kind.name().to_string(),
                 mode: SteeringMode::Inline,
+                on_failure: w.on_failure,
             },
             wp,
             up,
@@ -116,6 +117,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let settings = AttachSettings {
         host_netns: cfg.node.host_netns.clone(),
         default_mode: cfg.node.default_mode,
+        default_on_failure: cfg.node.default_on_failure,
         port_opts: opts.clone(),
     };
     let mut node =
@@ -140,6 +142,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     for e in node.readopt() {
         tracing::error!("could not re-adopt {e}");
     }
+    node.write_watch().map_err(|e| DaemonError::Io {
+        what: "watchdog state".into(),
+        source: io::Error::other(e),
+    })?;
+    super::watchdog::spawn(&cfg.node.state_dir).map_err(io_err("start the watchdog"))?;
     let node = Arc::new(Mutex::new(node));
     let sock = cfg.node.control_socket.clone();
     let listener = api::bind(&sock).map_err(io_err("control socket"))?;
@@ -149,12 +156,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         match req {
             Request::Stats => serde_json::to_value(node.dp.stats()).map_err(|e| e.to_string()),
             Request::List => Ok(serde_json::Value::Array(node.list())),
-            Request::AttachPod { netns, ifname, name, mode } => {
-                node.attach(name, Via::PodVeth { netns, ifname }, None, mode)
+            Request::AttachPod { netns, ifname, name, mode, on_failure } => {
+                node.attach(name, Via::PodVeth { netns, ifname }, None, mode, on_failure)
             }
-            Request::AttachVm { dev, hybrid, name, mode } => {
+            Request::AttachVm { dev, hybrid, name, mode, on_failure } => {
                 let via = if hybrid { Via::Hybrid } else { Via::Tap };
-                node.attach(name, via, Some(&dev), mode)
+                node.attach(name, via, Some(&dev), mode, on_failure)
             }
             Request::Detach { workload } => node.detach(&workload),
             Request::Mode { workload, mode } => {

@@ -6,3 +6,4 @@ pub mod config;
 pub mod daemon;
 pub mod stats;
 pub mod steering;
+pub mod watchdog;

@@ -8,9 +8,9 @@
 use crate::datapath::{Datapath, WorkloadInfo};
 use crate::port::ifindex;
 use crate::port::{PacketPort, PacketPortOptions, Port};
-use crate::steer::SteeringMode;
 use crate::steer::attach::{self, Attachment, Via};
 use crate::steer::netlink::Netlink;
+use crate::steer::{OnFailure, SteeringMode};
 use crate::switch::WorkloadId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,9 +23,32 @@ use std::time::Instant;
 pub struct SteeringState {
     /// Mode per workload name, as last set with `guardwire mode`.
     pub modes: BTreeMap<String, SteeringMode>,
-    /// Pods attached with `guardwire attach`, with what detach needs.
+    /// Workloads attached with `guardwire attach`, with what detach needs.
     #[serde(default)]
     pub attachments: BTreeMap<String, Attachment>,
+    /// on_failure of attached workloads.
+    #[serde(default)]
+    pub on_failure: BTreeMap<String, OnFailure>,
+}
+
+/// One workload as the watchdog needs it (`watch.json` in the state dir).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WatchEntry {
+    /// Workload name.
+    pub name: String,
+    /// Workload port in sec ns.
+    pub workload_port: String,
+    /// Uplink port in sec ns.
+    pub uplink_port: String,
+    /// Its steering mode.
+    pub mode: SteeringMode,
+    /// What to do when guardwire dies.
+    pub on_failure: OnFailure,
+}
+
+/// Path of the watchdog's file in `dir`.
+pub fn watch_path(dir: &Path) -> PathBuf {
+    dir.join("watch.json")
 }
 
 impl SteeringState {
@@ -69,6 +92,7 @@ pub struct Steering {
     state: SteeringState,
     host_netns: String,
     default_mode: SteeringMode,
+    default_on_failure: OnFailure,
     port_opts: PacketPortOptions,
 }
 
@@ -78,6 +102,8 @@ pub struct AttachSettings {
     pub host_netns: String,
     /// Mode of a newly attached workload.
     pub default_mode: SteeringMode,
+    /// on_failure of a newly attached workload.
+    pub default_on_failure: OnFailure,
     /// How its ports are opened.
     pub port_opts: PacketPortOptions,
 }
@@ -98,13 +124,19 @@ impl Steering {
             state,
             host_netns: settings.host_netns,
             default_mode: settings.default_mode,
+            default_on_failure: settings.default_on_failure,
             port_opts: settings.port_opts,
         })
     }
 
     /// Opens the two ports of an attached workload, adds it to the datapath and
     /// puts it into `mode`. On failure the datapath is left as it was.
-    fn wire(&mut self, a: &Attachment, mode: SteeringMode) -> Result<(), String> {
+    fn wire(
+        &mut self,
+        a: &Attachment,
+        mode: SteeringMode,
+        on_failure: OnFailure,
+    ) -> Result<(), String> {
         for p in [&a.workload_port, &a.uplink_port] {
             crate::steer::prepare_port(p).map_err(|e| e.to_string())?;
         }
@@ -118,6 +150,7 @@ impl Steering {
             name: a.name.clone(),
             kind: a.kind().into(),
             mode: SteeringMode::Inline,
+            on_failure,
         };
         let wl = self
             .dp
@@ -136,7 +169,13 @@ impl Steering {
         let atts: Vec<Attachment> = self.state.attachments.values().cloned().collect();
         for a in atts {
             let mode = self.initial_mode(&a.name, self.default_mode);
-            match self.wire(&a, mode) {
+            let of = self
+                .state
+                .on_failure
+                .get(&a.name)
+                .copied()
+                .unwrap_or(self.default_on_failure);
+            match self.wire(&a, mode, of) {
                 Ok(()) => {
                     tracing::info!(workload = a.name.as_str(), mode = mode.name(), "re-adopted")
                 }
@@ -156,6 +195,7 @@ impl Steering {
         via: Via,
         dev: Option<&str>,
         mode: Option<SteeringMode>,
+        on_failure: Option<OnFailure>,
     ) -> Result<serde_json::Value, String> {
         let default_name = match (&via, dev) {
             (Via::PodVeth { netns, .. }, _) => Path::new(netns)
@@ -170,6 +210,7 @@ impl Steering {
             return Err(format!("workload {name:?} is already attached"));
         }
         let mode = mode.unwrap_or(self.default_mode);
+        let on_failure = on_failure.unwrap_or(self.default_on_failure);
         let t0 = Instant::now();
         let a = match &via {
             Via::PodVeth { netns, ifname } => {
@@ -184,7 +225,7 @@ impl Steering {
             ),
         }
         .map_err(|e| e.to_string())?;
-        if let Err(e) = self.wire(&a, mode) {
+        if let Err(e) = self.wire(&a, mode, on_failure) {
             if let Err(e2) = attach::detach(&self.tc, &a) {
                 tracing::error!("rollback of {name} failed: {e2}");
             }
@@ -192,7 +233,9 @@ impl Steering {
         }
         self.state.modes.insert(name.clone(), mode);
         self.state.attachments.insert(name.clone(), a.clone());
+        self.state.on_failure.insert(name.clone(), on_failure);
         self.state.save(&self.state_dir)?;
+        self.write_watch()?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
             workload = name.as_str(),
@@ -226,7 +269,9 @@ impl Steering {
         attach::detach(&self.tc, &a).map_err(|e| e.to_string())?;
         self.state.attachments.remove(name);
         self.state.modes.remove(name);
+        self.state.on_failure.remove(name);
         self.state.save(&self.state_dir)?;
+        self.write_watch()?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         tracing::info!(workload = name, ms, "detached");
         Ok(serde_json::json!({ "workload": name, "millis": ms }))
@@ -299,6 +344,7 @@ impl Steering {
         }
         self.state.modes.insert(name.to_string(), mode);
         self.state.save(&self.state_dir)?;
+        self.write_watch()?;
         tracing::info!(
             workload = name,
             from = from.name(),
@@ -306,6 +352,29 @@ impl Steering {
             "steering mode switched"
         );
         Ok(from)
+    }
+
+    /// Writes what the watchdog needs to act without us (atomically).
+    pub fn write_watch(&self) -> Result<(), String> {
+        let entries: Vec<WatchEntry> = self
+            .dp
+            .workloads()
+            .into_iter()
+            .map(|(_, info, wp, up)| WatchEntry {
+                name: info.name,
+                workload_port: wp,
+                uplink_port: up,
+                mode: info.mode,
+                on_failure: info.on_failure,
+            })
+            .collect();
+        let p = watch_path(&self.state_dir);
+        let tmp = p.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(&entries).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&self.state_dir)
+            .and_then(|_| std::fs::write(&tmp, body))
+            .and_then(|_| std::fs::rename(&tmp, &p))
+            .map_err(|e| format!("{}: {e}", p.display()))
     }
 
     /// Workloads with their ports, modes and counters.
@@ -326,6 +395,7 @@ impl Steering {
                     "name": info.name,
                     "kind": info.kind,
                     "mode": info.mode,
+                    "on_failure": info.on_failure,
                     "workload_port": wp,
                     "uplink_port": up,
                     "workload_port_counters": c(&wp),

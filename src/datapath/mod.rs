@@ -10,7 +10,7 @@ pub use counters::{BurstTally, DatapathCounters, PortCounters, PortCountersSnaps
 
 use crate::pipeline::Pipeline;
 use crate::port::Port;
-use crate::steer::SteeringMode;
+use crate::steer::{OnFailure, SteeringMode};
 use crate::switch::{PortId, Role, SharedMacTable, Topology, WorkloadId, WorkloadPorts};
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -54,6 +54,8 @@ pub struct WorkloadInfo {
     pub kind: String,
     /// How its frames travel.
     pub mode: SteeringMode,
+    /// What the watchdog does for it when guardwire dies.
+    pub on_failure: OnFailure,
 }
 
 /// Immutable forwarding state; replaced as a whole when workloads come and go.

@@ -55,6 +55,28 @@ impl std::str::FromStr for SteeringMode {
     }
 }
 
+/// What happens to a workload's traffic when guardwire dies (the watchdog acts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// The kernel path (`off` mode) is installed: traffic flows uninspected.
+    #[default]
+    Open,
+    /// Nothing is installed: the workload stays cut off until guardwire is back.
+    Closed,
+}
+
+impl std::str::FromStr for OnFailure {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(OnFailure::Open),
+            "closed" => Ok(OnFailure::Closed),
+            _ => Err(format!("unknown on_failure {s:?}: open or closed")),
+        }
+    }
+}
+
 /// Errors of the plumbing.
 #[derive(Debug, thiserror::Error)]
 pub enum SteerError {

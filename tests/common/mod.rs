@@ -349,6 +349,13 @@ impl Daemon {
         let v = api::call(&self.socket, &Request::Stats).expect("guardwire stats");
         serde_json::from_value(v).expect("stats JSON")
     }
+
+    /// Kills the daemon with SIGKILL (no cleanup of its own) and reaps it.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
 }
 
 impl Drop for Daemon {

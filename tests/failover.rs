@@ -1,0 +1,110 @@
+//! When guardwire dies: the watchdog hands `on_failure = "open"` workloads to the
+//! kernel path within a second, `closed` ones stay cut off, and a restarted
+//! guardwire takes every workload back without re-plumbing. Needs root.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+[node]
+name = "failover"
+control_socket = "{socket}"
+state_dir = "{state}"
+[datapath]
+workers = 1
+[[workload]]
+name = "pod1"
+kind = "pod"
+workload_port = "wp-pod1"
+uplink_port = "up-pod1"
+on_failure = "open"
+[[workload]]
+name = "pod2"
+kind = "pod"
+workload_port = "wp-pod2"
+uplink_port = "up-pod2"
+on_failure = "closed"
+"#;
+
+#[test]
+fn sigkill_under_iperf_fails_open_and_closed_as_configured() {
+    let n = Node::up("tfo1", &["--pods", "2", "--forwarder", "none"]);
+    let dir = tempfile::tempdir().unwrap();
+    let peer = n.var("PEER_IP").to_string();
+    let d = Daemon::start(n.var("NS_SEC"), dir.path(), CONFIG);
+    n.ping(&n.pod_ns(1), &peer, 2);
+    n.ping(&n.pod_ns(2), &peer, 2);
+
+    n.iperf_server(n.var("NS_PEER"), &peer);
+    let client = std::thread::spawn({
+        let (pod, peer) = (n.pod_ns(1), peer.clone());
+        move || {
+            Command::new("ip")
+                .args([
+                    "netns", "exec", &pod, "timeout", "60", "iperf3", "-c", &peer, "-t", "5", "-i",
+                    "0.1", "-J",
+                ])
+                .output()
+                .unwrap()
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    d.kill9();
+    // pod2 (closed) is cut off while guardwire is gone.
+    let o = n.exec(
+        &n.pod_ns(2),
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", &peer],
+    );
+    assert!(!o.status.success(), "a closed workload must stay cut off");
+
+    let out = client.join().unwrap();
+    assert!(
+        out.status.success(),
+        "iperf3 survived the kill: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bytes: Vec<u64> = v["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["sum"]["bytes"].as_u64().unwrap_or(0))
+        .collect();
+    let (mut worst, mut gap) = (0, 0);
+    for b in &bytes {
+        gap = if *b == 0 { gap + 1 } else { 0 };
+        worst = worst.max(gap);
+    }
+    eprintln!(
+        "SIGKILL under iperf3: worst gap {} ms, {} retransmits",
+        worst * 100,
+        v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0)
+    );
+    assert!(
+        worst <= 10,
+        "open workload cut for {} ms (limit 1 s)",
+        worst * 100
+    );
+    assert!(
+        n.ok(
+            n.var("NS_SEC"),
+            &["tc", "filter", "show", "dev", "wp-pod1", "ingress"]
+        )
+        .contains("mirred")
+    );
+
+    // Restart: both workloads come back inline, the kernel path goes away.
+    let d = Daemon::start(n.var("NS_SEC"), dir.path(), CONFIG);
+    n.ping(&n.pod_ns(2), &peer, 3);
+    let s0 = d.stats();
+    n.ping(&n.pod_ns(1), &peer, 5);
+    let s1 = d.stats();
+    assert!(port(&s1, "wp-pod1").counters.rx_frames - port(&s0, "wp-pod1").counters.rx_frames >= 5);
+    assert!(
+        !n.ok(n.var("NS_SEC"), &["tc", "qdisc", "show", "dev", "wp-pod1"])
+            .contains("ingress")
+    );
+}
