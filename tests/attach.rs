@@ -62,6 +62,17 @@ fn snapshot(n: &Node, ns: &str, keep_index: bool) -> String {
     out
 }
 
+/// Asserts two snapshots are equal, showing only the lines that differ.
+fn same(after: String, before: &str, what: &str) {
+    if after != before {
+        let a: Vec<&str> = after.lines().collect();
+        let b: Vec<&str> = before.lines().collect();
+        let gone: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).collect();
+        let new: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).collect();
+        panic!("{what}: differs\n  before only: {gone:#?}\n  after only: {new:#?}");
+    }
+}
+
 fn host_sysctls(n: &Node, dev: &str) -> String {
     let mut s = String::new();
     for k in [
@@ -138,12 +149,12 @@ fn bridge_pod_attached_and_detached_live_under_tcp() {
         String::from_utf8_lossy(&r.stdout)
     );
 
-    assert_eq!(
+    same(
         snapshot(&n, n.var("NS_HOST"), false),
-        host_before,
-        "host ns restored"
+        &host_before,
+        "host ns restored",
     );
-    assert_eq!(snapshot(&n, &pod, true), pod_before, "pod ns unchanged");
+    same(snapshot(&n, &pod, true), &pod_before, "pod ns unchanged");
     assert_eq!(host_sysctls(&n, &hostif), sys_before);
     assert!(
         !n.ok(n.var("NS_SEC"), &["ip", "-o", "link"])
@@ -239,12 +250,12 @@ fn ptp_pod_keeps_its_routes_and_restores_exactly() {
     );
     ok(detach(&sock, "ptp1"));
     n.ping(&ns, n.var("PEER_IP"), 2);
-    assert_eq!(
+    same(
         snapshot(&n, n.var("NS_HOST"), false),
-        host_before,
-        "host ns restored"
+        &host_before,
+        "host ns restored",
     );
-    assert_eq!(snapshot(&n, &ns, true), pod_before, "pod ns unchanged");
+    same(snapshot(&n, &ns, true), &pod_before, "pod ns unchanged");
     cni(&n, "DEL", "ptp", &ns, &conf);
 }
 
@@ -306,15 +317,15 @@ fn bad_input_is_refused_and_a_failed_attach_rolls_back() {
         assert_eq!(o.status.code(), Some(2), "attach failing at {step}");
         assert!(String::from_utf8_lossy(&o.stderr).contains("failing on purpose"));
         drop(d);
-        assert_eq!(
+        same(
             snapshot(&n, n.var("NS_HOST"), false),
-            host_before,
-            "host ns after a failure at {step}"
+            &host_before,
+            &format!("host ns after a failure at {step}"),
         );
-        assert_eq!(
+        same(
             snapshot(&n, &pod, true),
-            pod_before,
-            "pod ns after a failure at {step}"
+            &pod_before,
+            &format!("pod ns after a failure at {step}"),
         );
         assert!(
             !n.ok(n.var("NS_SEC"), &["ip", "-o", "link"])
@@ -347,7 +358,11 @@ fn bad_input_is_refused_and_a_failed_attach_rolls_back() {
     assert_eq!(list[0]["name"], "pod1", "{list}");
     n.ping(&pod, n.var("PEER_IP"), 3);
     ok(detach(d.socket.to_str().unwrap(), "pod1"));
-    assert_eq!(snapshot(&n, n.var("NS_HOST"), false), host_before);
+    same(
+        snapshot(&n, n.var("NS_HOST"), false),
+        &host_before,
+        "host ns after detach following a restart",
+    );
 }
 
 #[test]
@@ -374,10 +389,10 @@ fn vm_tap_attached_while_its_holder_runs() {
     );
     ok(detach(&sock, "vm1"));
     n.ping(n.var("NS_VM"), n.var("PEER_IP"), 2);
-    assert_eq!(
+    same(
         snapshot(&n, n.var("NS_HOST"), false),
-        host_before,
-        "host ns restored"
+        &host_before,
+        "host ns restored",
     );
 }
 
@@ -420,7 +435,7 @@ fn vm_hybrid_plug_veth_taken_over() {
     assert!(port(&s, "up-vm1").counters.tx_frames >= 5);
     ok(detach(&sock, "vm1"));
     n.ping(n.var("NS_VM"), n.var("PEER_IP"), 2);
-    assert_eq!(snapshot(&n, &h, false), host_before, "host ns restored");
+    same(snapshot(&n, &h, false), &host_before, "host ns restored");
     let o = Command::new(guardwire_bin())
         .args([
             "attach", "vm", "--tap", "qvb1", "--name", "x", "--socket", &sock,

@@ -113,6 +113,9 @@ pub struct Attachment {
     pub host_mac: Vec<u8>,
     /// Its MTU.
     pub mtu: u32,
+    /// Its transmit queue length.
+    #[serde(default)]
+    pub txqlen: u32,
     /// The bridge it was a port of.
     pub master: Option<String>,
     /// Was it up?
@@ -348,6 +351,7 @@ fn migrate(
         host_dev: v.name.clone(),
         host_mac: v.mac.clone(),
         mtu: v.mtu,
+        txqlen: v.txqlen,
         master: master.clone(),
         up: v.up,
         state: LinkState::take(host, v.index)?,
@@ -512,6 +516,7 @@ pub fn detach(sec: &Netlink, a: &Attachment) -> Result<(), AttachError> {
             .name(a.host_dev.clone())
             .address(a.host_mac.clone())
             .mtu(a.mtu)
+            .txqueuelen(a.txqlen)
             .build(),
     )?;
     if let Some(m) = &a.master {

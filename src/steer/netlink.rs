@@ -55,6 +55,8 @@ pub struct LinkFacts {
     pub mac: Vec<u8>,
     /// MTU.
     pub mtu: u32,
+    /// Transmit queue length (the kernel may change it when qdiscs come and go).
+    pub txqlen: u32,
     /// Index of the bridge (or other controller) it is a port of.
     pub master: Option<u32>,
     /// For a veth: index of its peer (in the peer's namespace).
@@ -72,6 +74,7 @@ impl LinkFacts {
             name: String::new(),
             mac: Vec::new(),
             mtu: 0,
+            txqlen: 0,
             master: None,
             peer: None,
             kind: String::new(),
@@ -82,6 +85,7 @@ impl LinkFacts {
                 LinkAttribute::IfName(n) => f.name = n.clone(),
                 LinkAttribute::Address(a) => f.mac = a.clone(),
                 LinkAttribute::Mtu(v) => f.mtu = *v,
+                LinkAttribute::TxQueueLen(v) => f.txqlen = *v,
                 LinkAttribute::Controller(c) => f.master = Some(*c),
                 LinkAttribute::Link(l) => f.peer = Some(*l),
                 LinkAttribute::LinkInfo(infos) => {
