@@ -1,30 +1,28 @@
 #!/usr/bin/env bash
-# guardwire demo: one node with 2 pods and a VM, all steered through guardwire
-# in the security namespace. Run as root:
+# guardwire demo: a node with 2 CNI-made pods and a VM, running without guardwire;
+# then guardwire attaches them live, forwards and counts their traffic, switches
+# steering modes, survives a SIGKILL (the watchdog fails open), comes back and
+# re-adopts everything, and detaches, leaving the node as it was. Run as root:
 #
-#   testbed/demo.sh [--forwarder guardwire|bridge] [--no-build]
+#   testbed/demo.sh [--no-build]
 #
-# --forwarder bridge runs the same topology with Linux bridges in the sec ns
-# instead of guardwire (a baseline); --no-build skips `cargo build --release`.
-# Everything is torn down on exit, on error and on Ctrl-C.
+# --no-build skips `cargo build --release`. Everything is torn down on exit, on
+# error and on Ctrl-C.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(dirname "$SCRIPT_DIR")
 NODE_SH=$SCRIPT_DIR/node.sh
 PREFIX=gwdemo
-FORWARDER=guardwire
 BUILD=1
 
 while [[ $# -gt 0 ]]; do
     case $1 in
-    --forwarder) FORWARDER=${2:-}; shift 2 || exit 2 ;;
     --no-build) BUILD=0; shift ;;
     -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-case $FORWARDER in guardwire | bridge) ;; *) echo "--forwarder must be guardwire or bridge" >&2; exit 2 ;; esac
 
 section() { printf '\n=== %s ===\n' "$*"; }
 note() { printf '  %s\n' "$*"; }
@@ -80,22 +78,11 @@ trap 'exit 143' TERM
 
 # ------------------------------------------------------------------ helpers
 
+gw() { "$GW_BIN_DIR/guardwire" "$@" --socket "$GW_SOCK" 2>&1 | sed 's/^/  /'; }
+
 stats() {
-    if [[ $FORWARDER == guardwire ]]; then
-        echo "  -- guardwire stats --"
-        "$GW_BIN_DIR/guardwire" stats --socket "$GW_SOCK" 2>&1 | sed 's/^/  /' ||
-            note "(guardwire stats failed)"
-    else
-        echo "  -- sec ns port counters (rx/tx packets) --"
-        local w d
-        for w in ${WORKLOADS//,/ }; do
-            for d in "wp-$w" "up-$w"; do
-                printf '  %-8s rx %8s  tx %8s\n' "$d" \
-                    "$(ip netns exec "$NS_SEC" cat "/sys/class/net/$d/statistics/rx_packets")" \
-                    "$(ip netns exec "$NS_SEC" cat "/sys/class/net/$d/statistics/tx_packets")"
-            done
-        done
-    fi
+    echo "  -- guardwire stats --"
+    gw stats
 }
 
 ping_from() { # NS DST
@@ -104,46 +91,79 @@ ping_from() { # NS DST
 
 # ------------------------------------------------------------------ the node
 
-section "Building node '$PREFIX': 2 pods (CNI bridge plugin), 1 VM (tap), forwarder: $FORWARDER"
+section "Building node '$PREFIX': 2 pods (real CNI bridge plugin), 1 VM (tap held like QEMU), guardwire idle in sec ns"
 "$NODE_SH" down "$PREFIX" 2>/dev/null || true # leftovers of an interrupted run
 uplog=$(mktemp)
-env_lines=$("$NODE_SH" up "$PREFIX" --pods 2 --vm --forwarder "$FORWARDER" 2>"$uplog") || {
+env_lines=$("$NODE_SH" up "$PREFIX" --pods 2 --vm --live 2>"$uplog") || {
     cat "$uplog" >&2
     rm -f "$uplog"
     die "node.sh up failed"
 }
 rm -f "$uplog"
 eval "$env_lines"
-note "pod1  $POD_IP_1  ($POD_NS_1, MAC $POD_MAC_1)"
-note "pod2  $POD_IP_2  ($POD_NS_2, MAC $POD_MAC_2)"
-note "vm1   $VM_IP  ($NS_VM behind tap $VM_TAP, MAC $VM_MAC)"
+note "pod1  $POD_IP_1  ($POD_NS_1, MAC $POD_MAC_1, host end $POD_HOSTIF_1 in cni0)"
+note "pod2  $POD_IP_2  ($POD_NS_2, MAC $POD_MAC_2, host end $POD_HOSTIF_2 in cni0)"
+note "vm1   $VM_IP  ($NS_VM behind tap $VM_TAP in cni0, MAC $VM_MAC)"
 note "peer  $PEER_IP  ($NS_PEER, outside the node, routed by $NS_HOST)"
-note "each workload's host-side port now sits in $NS_SEC (wp-*), joined to cni0 by a new veth (up-*)"
-if [[ $FORWARDER == guardwire ]]; then
-    note "guardwire pid $GW_PID, config $GW_CONFIG, log $GW_LOG"
-fi
-stats
+note "guardwire pid $GW_PID in $NS_SEC, no workload yet (log $GW_LOG)"
+echo "  -- host ns before attach --"
+ip -n "$NS_HOST" -br link | sed 's/^/  /'
 
-section "1. pod1 -> peer (north-south: pod, sec ns, host routing, peer)"
+section "1. Without guardwire: pod1 -> peer"
 ping_from "$POD_NS_1" "$PEER_IP"
-stats
 
-section "2. pod1 -> pod2 (east-west, same node)"
+section "2. Attach pod1, pod2 and the VM live (the CNI veths and the tap move into sec ns)"
+gw attach pod "$POD_NS_1" --name pod1
+gw attach pod "$POD_NS_2" --name pod2
+gw attach vm --tap "$VM_TAP" --name vm1
+gw list
+echo "  -- host ns after attach: same names, same MACs, a new veth in each place --"
+ip -n "$NS_HOST" -br link | sed 's/^/  /'
+
+section "3. Traffic through guardwire: pod1 -> peer, pod1 -> pod2 (east-west), VM -> peer"
+ping_from "$POD_NS_1" "$PEER_IP"
 ping_from "$POD_NS_1" "$POD_IP_2"
-stats
-
-section "3. VM -> peer (guest behind a tap)"
 ping_from "$NS_VM" "$PEER_IP"
 stats
 
-section "4. iperf3 TCP, pod1 -> peer, 5 s"
+section "4. iperf3 TCP, pod1 -> peer, 4 s, default offloads (64 KiB super-frames cross intact)"
 ip netns exec "$NS_PEER" iperf3 -s -1 -D
 for _ in $(seq 50); do
     ip netns exec "$NS_PEER" ss -Hltn 'sport = :5201' | grep -q . && break
     sleep 0.1
 done
-ip netns exec "$POD_NS_1" iperf3 -c "$PEER_IP" -t 5 | sed 's/^/  /'
+ip netns exec "$POD_NS_1" iperf3 -c "$PEER_IP" -t 4 | sed 's/^/  /'
 stats
+
+section "5. Steering modes for pod1: off (kernel tc redirect), mirror (kernel forwards, guardwire sees copies), inline"
+for m in off mirror inline; do
+    gw mode pod1 "$m"
+    ping_from "$POD_NS_1" "$PEER_IP" | tail -2
+    gw list | sed -n '1p;/^  pod1/p'
+done
+
+section "6. SIGKILL guardwire: the watchdog hands the workloads (on_failure = open) to the kernel path"
+kill -9 "$GW_PID"
+sleep 0.5
+ping_from "$POD_NS_1" "$PEER_IP" | tail -2
+ip netns exec "$NS_SEC" tc filter show dev wp-pod1 ingress | sed 's/^/  /' | head -3
+
+section "7. Restart guardwire: it re-adopts every workload without re-plumbing"
+rm -f "$GW_SOCK"
+ip netns exec "$NS_SEC" setsid env NO_COLOR=1 "$GW_BIN_DIR/guardwire" run --config "$GW_CONFIG" \
+    </dev/null >>"$GW_LOG" 2>&1 3>&- &
+echo $! >"$STATE/guardwire.pid"
+for _ in $(seq 100); do [[ -S $GW_SOCK ]] && break; sleep 0.1; done
+gw list
+ping_from "$POD_NS_1" "$PEER_IP" | tail -2
+stats
+
+section "8. Detach everything: the node is back as the CNI and the hypervisor left it"
+gw detach pod1
+gw detach pod2
+gw detach vm1
+ip -n "$NS_HOST" -br link | sed 's/^/  /'
+ping_from "$POD_NS_1" "$PEER_IP" | tail -2
 
 section "Done"
 note "all steps passed"
