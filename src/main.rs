@@ -122,17 +122,8 @@ enum AttachWhat {
         /// The pod's interface.
         #[arg(long, default_value = "eth0")]
         ifname: String,
-        /// Workload name (at most 12 characters; default: the namespace's name).
-        #[arg(long)]
-        name: Option<String>,
-        /// Steering mode to start in (default: the node's default_mode).
-        #[arg(long)]
-        mode: Option<SteeringMode>,
-        /// When guardwire dies: open (kernel path) or closed (cut off).
-        #[arg(long)]
-        on_failure: Option<OnFailure>,
         #[command(flatten)]
-        target: Target,
+        opts: AttachOpts,
     },
     /// A VM: either its tap moves into sec ns while the hypervisor keeps running
     /// (--tap), or guardwire takes over the veth between its qbr and br-int
@@ -144,18 +135,25 @@ enum AttachWhat {
         /// The qbr end of the veth between the VM's qbr and br-int.
         #[arg(long)]
         hybrid: Option<String>,
-        /// Workload name (at most 12 characters; default: the device's name).
-        #[arg(long)]
-        name: Option<String>,
-        /// Steering mode to start in (default: the node's default_mode).
-        #[arg(long)]
-        mode: Option<SteeringMode>,
-        /// When guardwire dies: open (kernel path) or closed (cut off).
-        #[arg(long)]
-        on_failure: Option<OnFailure>,
         #[command(flatten)]
-        target: Target,
+        opts: AttachOpts,
     },
+}
+
+/// What every attach takes.
+#[derive(clap::Args)]
+struct AttachOpts {
+    /// Workload name (at most 12 characters; default: the namespace's or device's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Steering mode to start in (default: the node's default_mode).
+    #[arg(long)]
+    mode: Option<SteeringMode>,
+    /// When guardwire dies: open (kernel path) or closed (cut off).
+    #[arg(long)]
+    on_failure: Option<OnFailure>,
+    #[command(flatten)]
+    target: Target,
 }
 
 fn print_attached(v: &serde_json::Value) {
@@ -242,56 +240,49 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Verb::Attach {
-            what:
+        Verb::Attach { what } => {
+            let (req, target) = match what {
                 AttachWhat::Pod {
                     netns,
                     ifname,
-                    name,
-                    mode,
-                    on_failure,
-                    target,
-                },
-        } => target.socket().and_then(|s| {
-            let req = Request::AttachPod {
-                netns,
-                ifname,
-                name,
-                mode,
-                on_failure,
-            };
-            print_attached(&api::call(&s, &req)?);
-            Ok(())
-        }),
-        Verb::Attach {
-            what:
+                    opts: o,
+                } => (
+                    Request::AttachPod {
+                        netns,
+                        ifname,
+                        name: o.name,
+                        mode: o.mode,
+                        on_failure: o.on_failure,
+                    },
+                    o.target,
+                ),
                 AttachWhat::Vm {
                     tap,
                     hybrid,
-                    name,
-                    mode,
-                    on_failure,
-                    target,
-                },
-        } => target.socket().and_then(|s| {
-            let (dev, hybrid) = match (tap, hybrid) {
-                (Some(t), _) => (t, false),
-                (None, Some(h)) => (h, true),
-                (None, None) => return Err("give --tap or --hybrid".into()),
+                    opts: o,
+                } => {
+                    let (dev, hybrid) = match (tap, hybrid) {
+                        (Some(t), _) => (t, false),
+                        (None, Some(h)) => (h, true),
+                        (None, None) => unreachable!("clap requires --tap or --hybrid"),
+                    };
+                    (
+                        Request::AttachVm {
+                            dev,
+                            hybrid,
+                            name: o.name,
+                            mode: o.mode,
+                            on_failure: o.on_failure,
+                        },
+                        o.target,
+                    )
+                }
             };
-            let v = api::call(
-                &s,
-                &Request::AttachVm {
-                    dev,
-                    hybrid,
-                    name,
-                    mode,
-                    on_failure,
-                },
-            )?;
-            print_attached(&v);
-            Ok(())
-        }),
+            target.socket().and_then(|s| {
+                print_attached(&api::call(&s, &req)?);
+                Ok(())
+            })
+        }
         Verb::Watchdog { pid, state_dir } => guardwire::control::watchdog::run(pid, &state_dir),
         Verb::Detach { workload, target } => target.socket().and_then(|s| {
             let v = api::call(&s, &Request::Detach { workload })?;

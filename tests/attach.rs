@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use guardwire::control::api::{self, Request};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -167,58 +168,20 @@ fn n_stats(sock: &str) -> guardwire::datapath::StatsSnapshot {
     serde_json::from_value(api::call(std::path::Path::new(sock), &Request::Stats).unwrap()).unwrap()
 }
 
-/// Runs a CNI plugin the way the kubelet does, inside the node's host ns.
+/// Runs a CNI plugin inside the node's host ns and asserts it worked.
 fn cni(n: &Node, cmd: &str, plugin: &str, pod_ns: &str, conf: &str) -> String {
-    use std::io::Write;
-    let mut c = Command::new("ip")
-        .args(["netns", "exec", n.var("NS_HOST"), "env", "-i"])
-        .arg(format!(
-            "PATH={}",
-            std::env::var("PATH").unwrap_or_default()
-        ))
-        .arg(format!("CNI_COMMAND={cmd}"))
-        .arg(format!("CNI_CONTAINERID={pod_ns}"))
-        .arg(format!("CNI_NETNS=/var/run/netns/{pod_ns}"))
-        .arg("CNI_IFNAME=eth0")
-        .arg("CNI_PATH=/usr/lib/cni")
-        .arg(format!("/usr/lib/cni/{plugin}"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(conf.as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "CNI {plugin} {cmd}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A pod namespace owned by a test, removed on drop.
-struct ExtraPod(String);
-impl Drop for ExtraPod {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+    let path = std::path::PathBuf::from(format!("/usr/lib/cni/{plugin}"));
+    let (ok, out) = cni_plugin(n, &path, cmd, pod_ns, conf, Path::new("/usr/lib/cni"));
+    assert!(ok, "CNI {plugin} {cmd}: {out}");
+    out
 }
 
 #[test]
 fn ptp_pod_keeps_its_routes_and_restores_exactly() {
     let n = Node::up("tat2", &["--pods", "1", "--live"]);
     let sock = n.var("GW_SOCK").to_string();
-    let ns = "tat2-pp1".to_string();
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _pod = ExtraPod(ns.clone());
+    let pod = TempNetns::new("tat2-pp1");
+    let ns = pod.0.clone();
     let dir = tempfile::tempdir().unwrap();
     let conf = format!(
         r#"{{"cniVersion":"1.0.0","name":"ptpnet","type":"ptp","mtu":1400,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.245.0.0/24"}}]],"routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{}"}}}}"#,
@@ -263,15 +226,8 @@ fn ptp_pod_keeps_its_routes_and_restores_exactly() {
 fn macvlan_pod_is_refused_with_the_reason() {
     let n = Node::up("tat3", &["--pods", "1", "--live"]);
     let sock = n.var("GW_SOCK").to_string();
-    let ns = "tat3-mv1".to_string();
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _pod = ExtraPod(ns.clone());
+    let pod = TempNetns::new("tat3-mv1");
+    let ns = pod.0.clone();
     n.ok(
         n.var("NS_HOST"),
         &[

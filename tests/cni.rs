@@ -6,9 +6,7 @@
 mod common;
 
 use common::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn cni_bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_guardwire-cni"))
@@ -17,52 +15,15 @@ fn cni_bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs one plugin of a chain inside the node's host ns; returns (ok, stdout).
 fn plugin(n: &Node, plugin_path: &Path, cmd: &str, ns: &str, conf: &str) -> (bool, String) {
-    let mut c = Command::new("ip")
-        .args(["netns", "exec", n.var("NS_HOST"), "env", "-i"])
-        .arg(format!(
-            "PATH={}",
-            std::env::var("PATH").unwrap_or_default()
-        ))
-        .arg(format!("CNI_COMMAND={cmd}"))
-        .arg(format!("CNI_CONTAINERID={ns}-0123456789abcdef"))
-        .arg(format!("CNI_NETNS=/var/run/netns/{ns}"))
-        .arg("CNI_IFNAME=eth0")
-        .arg(format!("CNI_PATH=/usr/lib/cni:{}", cni_bin_dir().display()))
-        .arg(plugin_path)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(conf.as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-    )
-}
-
-struct Netns(String);
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+    cni_plugin(n, plugin_path, cmd, ns, conf, &cni_bin_dir())
 }
 
 #[test]
 fn chained_after_bridge_the_pod_is_attached_at_creation() {
     let n = Node::up("tcn1", &["--pods", "1", "--live"]);
-    let ns = "tcn1-newpod".to_string();
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ns = Netns(ns.clone());
+    let pod = TempNetns::new("tcn1-newpod");
+    let ns = pod.0.clone();
     let bridge = format!(
         r#"{{"cniVersion":"1.0.0","name":"gwnet","type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.244.0.0/24","gateway":"10.244.0.1"}}]],"routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{}/ipam"}}}}"#,
         n.var("STATE")

@@ -142,34 +142,11 @@ fn tcp_stream_survives_twenty_mode_switches() {
         "iperf3 failed (reset?): {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let bytes: Vec<u64> = v["intervals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["sum"]["bytes"].as_u64().unwrap_or(0))
-        .collect();
-    let mut worst_gap = 0;
-    let mut gap = 0;
-    for b in &bytes {
-        gap = if *b == 0 { gap + 1 } else { 0 };
-        worst_gap = worst_gap.max(gap);
-    }
-    let retr = v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
-    let gbps = v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0)
-        / 1e9;
+    let (gap_ms, retr, gbps) = iperf_gap(&out.stdout);
     eprintln!(
-        "20 switches in {switching:?}: {gbps:.2} Gbit/s, {retr} retransmits, worst gap {} ms, slowest 100 ms interval {} bytes",
-        worst_gap * 100,
-        bytes.iter().min().unwrap()
+        "20 switches in {switching:?}: {gbps:.2} Gbit/s, {retr} retransmits, worst gap {gap_ms} ms"
     );
-    assert!(
-        worst_gap <= 2,
-        "the stream stalled for {} ms",
-        worst_gap * 100
-    );
+    assert!(gap_ms <= 200, "the stream stalled for {gap_ms} ms");
 }
 
 #[test]

@@ -373,3 +373,86 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Runs a CNI plugin the way a container runtime does, inside the node's host
+/// ns, with `extra_path` added to CNI_PATH; returns (success, stdout).
+pub fn cni_plugin(
+    n: &Node,
+    plugin: &Path,
+    cmd: &str,
+    pod_ns: &str,
+    conf: &str,
+    extra_path: &Path,
+) -> (bool, String) {
+    use std::io::Write;
+    let mut c = Command::new("ip")
+        .args(["netns", "exec", n.var("NS_HOST"), "env", "-i"])
+        .arg(format!(
+            "PATH={}",
+            std::env::var("PATH").unwrap_or_default()
+        ))
+        .arg(format!("CNI_COMMAND={cmd}"))
+        .arg(format!("CNI_CONTAINERID={pod_ns}-0123456789abcdef"))
+        .arg(format!("CNI_NETNS=/var/run/netns/{pod_ns}"))
+        .arg("CNI_IFNAME=eth0")
+        .arg(format!("CNI_PATH=/usr/lib/cni:{}", extra_path.display()))
+        .arg(plugin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(conf.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
+    out.push_str(&String::from_utf8_lossy(&o.stderr));
+    (o.status.success(), out)
+}
+
+/// A network namespace a test made outside the node, removed on drop.
+pub struct TempNetns(pub String);
+
+impl TempNetns {
+    /// Creates namespace `name`.
+    pub fn new(name: &str) -> TempNetns {
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", name])
+                .status()
+                .unwrap()
+                .success()
+        );
+        TempNetns(name.to_string())
+    }
+}
+
+impl Drop for TempNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// From an `iperf3 -J -i 0.1` report: (longest run of empty intervals in ms,
+/// retransmits, receiver Gbit/s).
+pub fn iperf_gap(json: &[u8]) -> (u64, u64, f64) {
+    let v: serde_json::Value = serde_json::from_slice(json).expect("iperf3 JSON");
+    let (mut worst, mut gap) = (0u64, 0u64);
+    for i in v["intervals"].as_array().into_iter().flatten() {
+        gap = if i["sum"]["bytes"].as_u64().unwrap_or(0) == 0 {
+            gap + 1
+        } else {
+            0
+        };
+        worst = worst.max(gap);
+    }
+    let step_ms =
+        (v["intervals"][0]["sum"]["seconds"].as_f64().unwrap_or(0.1) * 1000.0).round() as u64;
+    (
+        worst * step_ms.max(1),
+        v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9,
+    )
+}
