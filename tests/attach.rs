@@ -304,6 +304,14 @@ fn bad_input_is_refused_and_a_failed_attach_rolls_back() {
         .output()
         .unwrap();
     assert!(err(o).contains("no interface eth9"));
+    // Without permission on the control socket: a clear refusal.
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(guardwire_bin())
+        .args(["attach", "pod", &pod, "--name", "pod1", "--socket", &sock])
+        .output()
+        .unwrap();
+    assert!(err(o).contains("Permission denied"));
     ok(attach(&sock, &pod, "pod1"));
     assert!(err(attach(&sock, &pod, "pod1")).contains("already attached"));
     assert!(err(detach(&sock, "nosuch")).contains("no workload"));
