@@ -14,7 +14,7 @@
 # failure QEMU is killed, its files removed and the console tail printed.
 #
 # Files: /run/guardwire-qemu/NAME.{pid,console,qemu.log,meta} (console unless
-# --console). Guest: ${GW_QEMU_CACHE:-/var/cache/guardwire-qemu}/{vmlinuz,initrd.gz},
+# --console). Guest: ${GW_QEMU_CACHE:-/var/cache/guardwire-qemu}/{vmlinux or vmlinuz,initrd.gz},
 # built by build-guest.sh (run automatically if missing).
 set -euo pipefail
 
@@ -143,10 +143,16 @@ cmd_start() {
     # trap may run after this function returned).
     START_NAME=$name START_PID="" START_OK=0
     trap 'if [[ $START_OK == 0 ]]; then
-              [[ -n $START_PID ]] && kill_qemu "$START_PID" "$START_NAME"
+              if [[ -n $START_PID ]]; then
+                  kill_qemu "$START_PID" "$START_NAME"
+                  # Still our child but not yet QEMU (ip netns exec / setsid)?
+                  [[ $(awk "{print \$4}" /proc/$START_PID/stat 2>/dev/null) == "$$" ]] \
+                      && kill -KILL "$START_PID" 2>/dev/null
+              fi
               rm -f "$RUN/$START_NAME.pid" "$RUN/$START_NAME.meta"
           fi' EXIT
-    trap 'exit 130' INT TERM
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
 
     t0=$(now_ms)
     # setsid: out of the caller's process group (it does not fork here: a
