@@ -146,6 +146,11 @@ gw_mem() {
     thr=$(awk '/^Threads:/{print $2}' "/proc/$GW_PID/status")
     fds=$(find "/proc/$GW_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$rss" "$hwm" "$fds" "$thr" >>"$MEM"
+    # where the memory and fds are, for the record (start, end, and N attached in round 1)
+    case $1-$2 in start-* | end-* | r1-"$PODS")
+        cat "/proc/$GW_PID/smaps" >"$LOGS/gw-smaps.$1-$2" 2>/dev/null
+        ls -l "/proc/$GW_PID/fd" >"$LOGS/gw-fds.$1-$2" 2>/dev/null ;;
+    esac
     log "  guardwire with $2 attached: RSS $((rss / 1024)) MiB, $fds fds, $thr threads"
 }
 
@@ -268,7 +273,11 @@ wait_bg() {
 }
 
 # ---------------------------------------------------------------- node
-busy=$(pgrep -a -x 'iperf3|trafgen|guardwire|ovs-vswitchd|qemu-system-x86|cargo|rustc' 2>/dev/null | head -n 5)
+busy=$({ for p in iperf3 trafgen guardwire ovs-vswitchd cargo rustc; do pgrep -a -x "$p"; done
+          pgrep -a qemu-system; } 2>/dev/null |
+    while read -r p rest; do   # zombies are not load
+        [ "$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)" = Z ] || printf '%s %s\n' "$p" "$rest"
+    done | head -n 5)
 if [ -n "$busy" ]; then
     log "warning: other heavy processes are running; figures will be noisy:"
     printf '%s\n' "$busy" | sed 's/^/    /' >&3
@@ -286,7 +295,7 @@ t0=$(us_now)
 bounded "$UP_TIMEOUT" "$WORK/node.env" "$LOGS/node-up.log" \
     bash "$NODE_SH" up "$PREFIX" --pods "$PODS" --live --workers "$WORKERS" ||
     die "node.sh up failed or timed out after ${UP_TIMEOUT}s: $(tail -n 5 "$LOGS/node-up.log")"
-UP_SECS=$(( ($(us_now) - t0) / 1000000 ))
+UP_SECS=$(awk -v us="$(( $(us_now) - t0 ))" 'BEGIN{printf "%.1f", us / 1e6}')
 grep -Evq '^[A-Z][A-Z0-9_]*=' "$WORK/node.env" && die "unexpected line in node.sh env output ($WORK/node.env)"
 eval "$(cat "$WORK/node.env")"
 for v in GW_SOCK GW_PID GW_LOG NS_PEER PEER_IP NPODS POD_NS_1 "POD_NS_$PODS"; do
@@ -353,7 +362,7 @@ meta = {
     "date": E["M_DATE"], "command": E["M_COMMAND"], "kernel": E["M_KERNEL"],
     "nproc": int(E["M_NPROC"]), "cpu": E["M_CPU"], "guardwire": E["M_GW"],
     "pods": int(E["M_PODS"]), "rounds": int(E["M_ROUNDS"]), "duration_s": int(E["M_DURATION"]),
-    "workers": int(E["M_WORKERS"]), "mode": "inline", "node_up_s": int(E["M_UP"]),
+    "workers": int(E["M_WORKERS"]), "mode": "inline", "node_up_s": float(E["M_UP"]),
     "loadavg": E["M_LOAD"], "logs": E["M_LOGS"],
 }
 PY_BUSY = E.get("M_BUSY", "")
@@ -411,8 +420,8 @@ for kind in ("attach", "detach"):
 for key in ("gbps", "retr", "gw_cores", "rss_kib", "fds", "threads"):
     one, al = rmed(f"one_{key}"), rmed(f"all_{key}")
     summary[key] = {"one": one, "all": al, "ratio_all_to_one": ratio(al, one)}
-sent = sum(r.get("bg_ping_sent") or 0 for r in rl)
-recv = sum(r.get("bg_ping_recv") or 0 for r in rl)
+sent = int(sum(r.get("bg_ping_sent") or 0 for r in rl))
+recv = int(sum(r.get("bg_ping_recv") or 0 for r in rl))
 summary["bg_ping"] = {"sent": sent, "received": recv}
 
 def fmt(v, f):
