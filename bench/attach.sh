@@ -345,7 +345,8 @@ cp "$GW_LOG" "$LOGS/guardwire.log" 2>/dev/null
 mkdir -p "$BENCH/results"
 OUT=$BENCH/results/attach-$STAMP
 [ -e "$OUT.md" ] && OUT=$OUT-$(date +%S)
-GW_INFO="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), binary built $(date -u -r "$GW" '+%Y-%m-%d %H:%M UTC')"
+# the checkout's HEAD, which need not be what the binary was built from: say so
+GW_INFO="binary modified $(date -u -r "$GW" '+%Y-%m-%d %H:%M UTC'), checkout HEAD $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 M_DATE=$(date '+%Y-%m-%d %H:%M %Z')
 M_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 M_KERNEL=$(uname -r)

@@ -277,7 +277,7 @@ impl Datapath {
         next.workloads[wl.0 as usize] = None;
         self.shared.fwd.store(Arc::new(next));
         drop(cur);
-        let (done_tx, done_rx) = bounded(2);
+        let (done_tx, done_rx) = bounded(2 + self.workers.len());
         let mut waiting = 0;
         for p in [ports.workload, ports.uplink] {
             if let Some(w) = self.owner.remove(&p) {
@@ -285,6 +285,13 @@ impl Datapath {
                 self.workers[w].ports = self.workers[w].ports.saturating_sub(1);
                 waiting += 1;
             }
+        }
+        // Every worker, not only the owner, may still hold the old forwarding
+        // state (and so the ports) in its cache: make each let go, so the
+        // ports are closed and their rings unmapped when this returns.
+        for w in 0..self.workers.len() {
+            self.tell(w, WorkerCmd::Sync(done_tx.clone()))?;
+            waiting += 1;
         }
         for _ in 0..waiting {
             done_rx

@@ -24,6 +24,8 @@ pub(super) enum WorkerCmd {
     Add(PortId, Arc<dyn Port>),
     /// Stop polling this port, drop it, and confirm.
     Remove(PortId, Sender<()>),
+    /// Drop every old snapshot (and the ports only they still hold), and confirm.
+    Sync(Sender<()>),
     /// Leave the loop.
     Stop,
 }
@@ -186,6 +188,12 @@ impl Worker {
                         let fd = o.port.fd();
                         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                     }
+                    let _ = done.send(());
+                }
+                WorkerCmd::Sync(done) => {
+                    self.fwd.load();
+                    self.macs.load();
+                    self.pipeline.load();
                     let _ = done.send(());
                 }
                 WorkerCmd::Stop => return false,

@@ -309,11 +309,11 @@ impl Daemon {
         let socket = dir.join("gw.sock");
         let log = dir.join("gw.log");
         let cfg = dir.join("gw.toml");
-        std::fs::write(
-            &cfg,
-            config.replace("{socket}", &socket.display().to_string()),
-        )
-        .unwrap();
+        let state = dir.join("state");
+        let text = config
+            .replace("{socket}", &socket.display().to_string())
+            .replace("{state}", &state.display().to_string());
+        std::fs::write(&cfg, text).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(guardwire_bin())
