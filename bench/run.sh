@@ -534,7 +534,9 @@ case ",$MODES," in *,d,*|*,f,*)
         done
     fi ;;
 esac
-busy=$(pgrep -a -x 'iperf3|trafgen|guardwire|ovs-vswitchd|qemu-system-x86' 2>/dev/null | head -n 5)
+# One name per pgrep: -x refuses a pattern longer than a process name (15 chars).
+busy=$({ for p in iperf3 trafgen guardwire ovs-vswitchd cargo rustc; do pgrep -a -x "$p"; done
+         pgrep -a qemu-system; } 2>/dev/null | head -n 5)
 if [ -n "$busy" ]; then
     log "warning: other traffic tools are running; figures will be noisy:"
     printf '%s\n' "$busy" | sed 's/^/    /' >&3
