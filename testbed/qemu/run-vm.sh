@@ -32,6 +32,12 @@ usage() {
 now_ms() { local s; s=$(date +%s%N); echo $((s / 1000000)); }
 
 # Is PID a live (non-zombie) QEMU started for NAME?
+pid_running() {
+    local st
+    st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $st && $st != Z && $st != X ]]
+}
+
 is_our_qemu() {
     local pid=$1 name=$2 state
     [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
@@ -186,7 +192,9 @@ cmd_start() {
             ip -n "$ns" link set "$tap" up && tap_up=1
             break
         fi
-        kill -0 "$pid" 2>/dev/null && is_our_qemu "$pid" "$name" || fail "QEMU exited during start-up"
+        # Only "gone" counts here: right after the fork the process may still be
+        # `ip netns exec`/`setsid` on its way to exec QEMU (cmdline in flux).
+        pid_running "$pid" || fail "QEMU exited during start-up"
         sleep 0.05
     done
     ((tap_up)) || fail "tap $tap did not appear in netns $ns within 10 s"
