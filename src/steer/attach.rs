@@ -442,15 +442,8 @@ fn migrate(
         ));
         checkpoint("move")?;
 
-        // The new host end takes the old one's place, name, MAC and all.
-        host.set(
-            "dress new host end",
-            Netlink::change(t.index)
-                .address(v.mac.clone())
-                .mtu(v.mtu)
-                .name(v.name.clone())
-                .build(),
-        )?;
+        // The new host end takes the old one's place, name, MAC and all. If
+        // that fails halfway, the undo gives the old name back first.
         let tmp_name = tmp.clone();
         undo.push((
             "give the old name back",
@@ -461,18 +454,7 @@ fn migrate(
                 )
             }),
         ));
-        if let Some(m) = &master {
-            let mi = host.link_by_name(m)?.index;
-            host.set(
-                "join bridge",
-                Netlink::change(t.index).controller(mi).build(),
-            )?;
-        }
-        if v.up {
-            host.set("set new host end up", Netlink::change(t.index).up().build())?;
-        }
-        write_sysctls(host_ns, &v.name, &att.sysctls)?;
-        host.replay(t.index, &att.state)?;
+        occupy(host, t.index, &att)?;
         checkpoint("carry-over")?;
         Ok(())
     })();
@@ -483,6 +465,32 @@ fn migrate(
             Err(e)
         }
     }
+}
+
+/// Makes link `index` of the host namespace take the place the migrated device
+/// had: its name, MAC, MTU, queue length, bridge, up state, sysctls, addresses,
+/// routes and neighbours. Used by attach (for the new pair's host end) and by
+/// detach (for the device itself, home again).
+fn occupy(host: &Netlink, index: u32, a: &Attachment) -> Result<(), AttachError> {
+    host.set(
+        "take the host device's place",
+        Netlink::change(index)
+            .name(a.host_dev.clone())
+            .address(a.host_mac.clone())
+            .mtu(a.mtu)
+            .txqueuelen(a.txqlen)
+            .build(),
+    )?;
+    if let Some(m) = &a.master {
+        let mi = host.link_by_name(m)?.index;
+        host.set("join bridge", Netlink::change(index).controller(mi).build())?;
+    }
+    if a.up {
+        host.set("set up", Netlink::change(index).up().build())?;
+    }
+    write_sysctls(&a.host_netns, &a.host_dev, &a.sysctls)?;
+    host.replay(index, &a.state)?;
+    Ok(())
 }
 
 /// Puts the migrated device back where it was and removes the pair attach made.
@@ -510,28 +518,7 @@ pub fn detach(sec: &Netlink, a: &Attachment) -> Result<(), AttachError> {
             .build(),
     )?;
     let v = host.link_by_name(moved)?;
-    host.set(
-        "restore host end",
-        Netlink::change(v.index)
-            .name(a.host_dev.clone())
-            .address(a.host_mac.clone())
-            .mtu(a.mtu)
-            .txqueuelen(a.txqlen)
-            .build(),
-    )?;
-    if let Some(m) = &a.master {
-        let mi = host.link_by_name(m)?.index;
-        host.set(
-            "rejoin bridge",
-            Netlink::change(v.index).controller(mi).build(),
-        )?;
-    }
-    if a.up {
-        host.set("set host end up", Netlink::change(v.index).up().build())?;
-    }
-    write_sysctls(&a.host_netns, &a.host_dev, &a.sysctls)?;
-    host.replay(v.index, &a.state)?;
-    Ok(())
+    occupy(&host, v.index, a)
 }
 
 #[cfg(test)]
