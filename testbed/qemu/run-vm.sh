@@ -39,10 +39,9 @@ pid_running() {
 }
 
 is_our_qemu() {
-    local pid=$1 name=$2 state
+    local pid=$1 name=$2
     [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
-    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
-    [[ $state != Z && $state != X ]] || return 1
+    pid_running "$pid" || return 1
     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "-name guardwire-$name " || return 1
 }
 
