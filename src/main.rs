@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand};
 use guardwire::control::api::{self, Request};
 use guardwire::control::config::{Config, DEFAULT_SOCKET};
-use guardwire::control::{daemon, stats};
+use guardwire::control::record::{self, Filter, FlowRecord};
+use guardwire::control::{classify, daemon, stats};
 use guardwire::datapath::StatsSnapshot;
 use guardwire::steer::{OnFailure, SteeringMode};
 use std::path::PathBuf;
@@ -99,6 +100,56 @@ enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Show live flows: workload, app, verdict (allow/deny, or would allow/deny in
+    /// mirror mode), rule, counters, first seen and updated at.
+    Flows {
+        #[command(flatten)]
+        filter: LogFilter,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show the verdict log: one record per flow decision and its updates.
+    Log {
+        #[command(flatten)]
+        filter: LogFilter,
+        /// Read the JSON-lines files in this directory instead of asking the daemon.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Check a rule file, or push it to the running daemon (atomically; on any
+    /// error the running rules stay).
+    Rules {
+        #[command(subcommand)]
+        what: RulesWhat,
+    },
+    /// Traffic per workload and application category per time window, and
+    /// bandwidth limits with their auto-bandwidth changes.
+    Usage {
+        /// Window size in seconds: 1, 10, 60 or 300.
+        #[arg(long, default_value_t = 10)]
+        window: u64,
+        /// Only this workload.
+        #[arg(long)]
+        workload: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Name the application of every flow in a pcap file (offline, no daemon).
+    Classify {
+        /// The pcap file.
+        pcap: PathBuf,
+        /// Applications file extending the built-in catalogue.
+        #[arg(long)]
+        apps: Option<PathBuf>,
+        /// One JSON object per flow instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Switch a workload's steering mode: off (the kernel forwards, guardwire
     /// spends nothing), mirror (the kernel forwards, guardwire inspects copies) or
     /// inline (guardwire forwards and enforces). Kept across restarts.
@@ -110,6 +161,78 @@ enum Verb {
         #[command(flatten)]
         target: Target,
     },
+}
+
+#[derive(Subcommand)]
+enum RulesWhat {
+    /// Check a rule file and exit.
+    Check {
+        /// The rule file (TOML).
+        file: PathBuf,
+    },
+    /// Replace the running daemon's rules with this file.
+    Push {
+        /// The rule file (TOML).
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which flows or records to show.
+#[derive(clap::Args)]
+struct LogFilter {
+    /// Only this workload.
+    #[arg(long)]
+    workload: Option<String>,
+    /// Only this action, detail or verdict: allow, deny, reject, shape, rate-limit,
+    /// "would deny"...
+    #[arg(long)]
+    action: Option<String>,
+    /// Only this application or category.
+    #[arg(long)]
+    app: Option<String>,
+    /// Only records updated since: "10m", "2h" ago, or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only this event: new, rejudged, update, end.
+    #[arg(long)]
+    event: Option<String>,
+    /// At most this many (the newest).
+    #[arg(long, default_value_t = 200)]
+    limit: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl LogFilter {
+    fn filter(&self) -> Result<Filter, String> {
+        let since = match &self.since {
+            Some(s) => Some(record::parse_time(s, record::log::now_ms())?),
+            None => None,
+        };
+        Ok(Filter {
+            workload: self.workload.clone(),
+            action: self.action.clone(),
+            app: self.app.clone(),
+            since,
+            until: None,
+            event: self.event.clone(),
+        })
+    }
+
+    fn print(&self, v: serde_json::Value) -> Result<(), String> {
+        let recs: Vec<FlowRecord> = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        if self.json {
+            for r in &recs {
+                println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
+            }
+        } else {
+            print!("{}", stats::render_flows(&recs));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -281,6 +404,82 @@ fn main() -> ExitCode {
             target.socket().and_then(|s| {
                 print_attached(&api::call(&s, &req)?);
                 Ok(())
+            })
+        }
+        Verb::Flows { filter, target } => target.socket().and_then(|s| {
+            let req = Request::Flows {
+                filter: filter.filter()?,
+                limit: filter.limit,
+            };
+            filter.print(api::call(&s, &req)?)
+        }),
+        Verb::Log {
+            filter,
+            dir,
+            target,
+        } => {
+            let f = filter.filter();
+            f.and_then(|f| match dir {
+                Some(d) => {
+                    let recs = record::read_dir(&d, &f, filter.limit)
+                        .map_err(|e| format!("{}: {e}", d.display()))?;
+                    filter.print(serde_json::to_value(recs).map_err(|e| e.to_string())?)
+                }
+                None => target.socket().and_then(|s| {
+                    let req = Request::Log {
+                        filter: f,
+                        limit: filter.limit,
+                    };
+                    filter.print(api::call(&s, &req)?)
+                }),
+            })
+        }
+        Verb::Rules { what } => match what {
+            RulesWhat::Check { file } => guardwire::control::inspection::load_rules(&file)
+                .map(|r| println!("{}: ok ({} rules)", file.display(), r.len())),
+            RulesWhat::Push { file, target } => target.socket().and_then(|s| {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                let v = api::call(
+                    &s,
+                    &Request::Rules {
+                        text,
+                        origin: file.display().to_string(),
+                    },
+                )?;
+                println!(
+                    "{}: {} rules installed (generation {})",
+                    file.display(),
+                    v["rules"],
+                    v["generation"]
+                );
+                Ok(())
+            }),
+        },
+        Verb::Usage {
+            window,
+            workload,
+            json,
+            target,
+        } => target.socket().and_then(|s| {
+            let v = api::call(&s, &Request::Usage { window, workload })?;
+            if json {
+                println!("{v}");
+            } else {
+                print!("{}", stats::render_usage(&v));
+            }
+            Ok(())
+        }),
+        Verb::Classify { pcap, apps, json } => {
+            classify::classify_pcap(&pcap, apps.as_deref()).map(|recs| {
+                for r in &recs {
+                    if json {
+                        println!("{}", classify::json_line(r));
+                    }
+                }
+                if !json {
+                    print!("{}", stats::render_flows(&recs));
+                }
             })
         }
         Verb::Watchdog { pid, state_dir } => guardwire::control::watchdog::run(pid, &state_dir),

@@ -265,7 +265,7 @@ steer() {
 }
 
 write_gw_config() {
-    local workers=$1 w kind
+    local workers=$1 w kind ip mac
     {
         printf '[node]\nname = "%s"\ncontrol_socket = "%s"\nstate_dir = "%s"\nhost_netns = "%s"\n\n' \
             "$PREFIX" "$STATE/guardwire.sock" "$STATE" "/var/run/netns/$NS_HOST"
@@ -275,6 +275,13 @@ write_gw_config() {
             [[ $w == vm* ]] && kind=vm
             printf '\n[[workload]]\nname = "%s"\nkind = "%s"\nworkload_port = "wp-%s"\nuplink_port = "up-%s"\n' \
                 "$w" "$kind" "$w" "$w"
+            # The workload's own addresses, for anti-spoofing.
+            if [[ $kind == pod ]]; then
+                read -r _ ip mac _ <"$STATE/cni/$w.info"
+            else
+                ip=$VM_IP mac=$VM_MAC
+            fi
+            printf 'macs = ["%s"]\nips = ["%s"]\n' "$mac" "${ip%/*}"
         done
     } >"$STATE/guardwire.toml"
 }

@@ -53,6 +53,36 @@ pub enum Request {
         /// Workload name.
         workload: String,
     },
+    /// Live flows.
+    Flows {
+        /// Which.
+        #[serde(default)]
+        filter: crate::control::record::Filter,
+        /// At most this many (the most recently active).
+        limit: usize,
+    },
+    /// The verdict log (in-memory ring).
+    Log {
+        /// Which.
+        #[serde(default)]
+        filter: crate::control::record::Filter,
+        /// At most this many (the newest).
+        limit: usize,
+    },
+    /// Replace the running rules.
+    Rules {
+        /// The rule file's text.
+        text: String,
+        /// Its name, for error messages.
+        origin: String,
+    },
+    /// Statistics per workload, category and window; bandwidth limits.
+    Usage {
+        /// Window size, seconds: 1, 10, 60 or 300.
+        window: u64,
+        /// Only this workload.
+        workload: Option<String>,
+    },
     /// Switch a workload's steering mode.
     Mode {
         /// Workload name.

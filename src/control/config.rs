@@ -1,7 +1,8 @@
 //! The node's TOML configuration. Unknown keys, wrong types and inconsistent values
 //! are refused with the file, line and key named.
 
-use crate::pipeline::MalformedPolicy;
+use crate::pipeline::flow::Timeouts;
+use crate::pipeline::{FragmentPolicy, MalformedPolicy};
 use crate::port::FaultConfig;
 use crate::steer::{OnFailure, SteeringMode};
 use serde::Deserialize;
@@ -21,6 +22,9 @@ pub struct Config {
     /// Datapath tunables.
     #[serde(default)]
     pub datapath: DatapathConfig,
+    /// The inspection pipeline.
+    #[serde(default)]
+    pub inspect: InspectConfig,
     /// Workloads wired into sec ns at start.
     #[serde(default, rename = "workload")]
     pub workloads: Vec<WorkloadConfig>,
@@ -101,6 +105,60 @@ impl Default for DatapathConfig {
     }
 }
 
+/// `[inspect]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InspectConfig {
+    /// Inspect flows (flow table, firewall, names, limits, log); off leaves
+    /// validation and switching only.
+    pub enabled: bool,
+    /// Firewall rules file; none: everything allowed. `guardwire rules push`
+    /// replaces the running rules (and writes the pushed file to state_dir).
+    pub rules: Option<PathBuf>,
+    /// Applications file extending the built-in catalogue.
+    pub apps: Option<PathBuf>,
+    /// Drop frames from a workload whose source MAC/IP is not its own.
+    pub anti_spoofing: bool,
+    /// "pass" (judge) or "drop" IP fragments.
+    pub fragments: FragmentPolicy,
+    /// Most flows held; more evict the least recently seen.
+    pub flow_capacity: usize,
+    /// Idle timeouts, seconds.
+    pub timeouts: Timeouts,
+    /// Most MiB of shaped frames one worker holds.
+    pub shape_queue_mb: usize,
+    /// Directory of the verdict log's JSON lines; default `<state_dir>/log`.
+    pub log_dir: Option<PathBuf>,
+    /// Records kept in memory for `guardwire log`.
+    pub log_ring: usize,
+    /// Rotate the log file at this many MiB.
+    pub log_rotate_mb: u64,
+    /// Rotated files kept.
+    pub log_keep: usize,
+    /// Seconds between update records of a live flow whose counters moved.
+    pub log_update_secs: u64,
+}
+
+impl Default for InspectConfig {
+    fn default() -> Self {
+        InspectConfig {
+            enabled: true,
+            rules: None,
+            apps: None,
+            anti_spoofing: true,
+            fragments: FragmentPolicy::Pass,
+            flow_capacity: 262_144,
+            timeouts: Timeouts::default(),
+            shape_queue_mb: 32,
+            log_dir: None,
+            log_ring: 10_000,
+            log_rotate_mb: 64,
+            log_keep: 5,
+            log_update_secs: 10,
+        }
+    }
+}
+
 /// What a workload is.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -147,6 +205,12 @@ pub struct WorkloadConfig {
     /// Damage frames received on the workload port (tests only).
     #[serde(default)]
     pub fault: Option<FaultConfig>,
+    /// The workload's MACs, for anti-spoofing (none: any, within the MAC limit).
+    #[serde(default)]
+    pub macs: Vec<Spanned<String>>,
+    /// The workload's IP addresses, for anti-spoofing (none: any).
+    #[serde(default)]
+    pub ips: Vec<Spanned<std::net::IpAddr>>,
 }
 
 /// A configuration that cannot be used.
@@ -274,6 +338,13 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if self.inspect.flow_capacity < crate::pipeline::flow::SHARDS {
+            return Err(bad(
+                key_line("flow_capacity"),
+                "inspect.flow_capacity".into(),
+                format!("must be at least {}", crate::pipeline::flow::SHARDS),
+            ));
+        }
         if self.node.name.trim().is_empty() {
             return Err(bad(
                 key_line("name"),
@@ -298,6 +369,10 @@ impl Config {
                     format!("workload {:?} is named twice", w.name.get_ref()),
                 ));
             }
+            for (j, m) in w.macs.iter().enumerate() {
+                crate::switch::parse_mac(m.get_ref())
+                    .map_err(|e| bad(line_of(m.span()), format!("workload[{i}].macs[{j}]"), e))?;
+            }
             for (key, p) in [
                 ("workload_port", &w.workload_port),
                 ("uplink_port", &w.uplink_port),
@@ -314,6 +389,18 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The identity (anti-spoofing) a config workload was given.
+    pub fn identity(w: &WorkloadConfig) -> crate::pipeline::spoof::Identity {
+        crate::pipeline::spoof::Identity {
+            macs: w
+                .macs
+                .iter()
+                .filter_map(|m| crate::switch::parse_mac(m.get_ref()).ok())
+                .collect(),
+            ips: w.ips.iter().map(|i| *i.get_ref()).collect(),
+        }
     }
 
     /// Worker threads to start: the configured number, or one per core.

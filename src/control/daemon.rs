@@ -3,6 +3,8 @@
 
 use super::api::{self, Request};
 use super::config::{Config, WorkloadConfig};
+use super::inspection::{self, Inspection};
+use super::record::LogConfig;
 use super::steering::{AttachSettings, Steering};
 use crate::datapath::{Datapath, DatapathParams, WorkloadInfo};
 use crate::pipeline::Pipeline;
@@ -71,6 +73,37 @@ fn open_port(
     Ok(Arc::from(port))
 }
 
+/// The pipeline the config asks for. Rules pushed earlier (kept in state_dir)
+/// win over the config's rule file, as pushed modes win over configured ones.
+fn build_pipeline(cfg: &Config) -> Result<Pipeline, DaemonError> {
+    let i = &cfg.inspect;
+    let bad = |what: &str, e: String| DaemonError::Io {
+        what: what.to_string(),
+        source: io::Error::other(e),
+    };
+    let apps = inspection::load_apps(i.apps.as_deref()).map_err(|e| bad("applications", e))?;
+    let pl = Pipeline::new(cfg.datapath.malformed).configured(
+        i.enabled,
+        i.anti_spoofing,
+        i.fragments,
+        Arc::new(apps),
+    );
+    let pushed = inspection::pushed_rules(&cfg.node.state_dir);
+    let file = if pushed.exists() {
+        Some(pushed)
+    } else {
+        i.rules.clone()
+    };
+    Ok(match file {
+        Some(f) => {
+            let rules = inspection::load_rules(&f).map_err(|e| bad("rules", e))?;
+            tracing::info!(rules = rules.len(), file = %f.display(), "rules loaded");
+            pl.with_rules(Arc::new(rules))
+        }
+        None => pl,
+    })
+}
+
 /// Runs the daemon until a signal asks it to stop.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     if cfg.node.sec_ns_hygiene {
@@ -86,13 +119,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         mac_limit: cfg.datapath.mac_limit,
         mac_age_secs: cfg.datapath.mac_age_secs,
         spin_us: cfg.datapath.spin_us,
+        flow_capacity: cfg.inspect.flow_capacity,
+        timeouts: cfg.inspect.timeouts,
+        shape_queue_bytes: cfg.inspect.shape_queue_mb << 20,
     };
     let opts = PacketPortOptions {
         ring_frames: cfg.datapath.ring_frames,
         ..Default::default()
     };
-    let mut dp = Datapath::start(params, Pipeline::new(cfg.datapath.malformed))
-        .map_err(io_err("start workers"))?;
+    let pipeline = build_pipeline(&cfg)?;
+    let mut dp = Datapath::start(params, pipeline).map_err(io_err("start workers"))?;
     for w in &cfg.workloads {
         let wp = open_port(w, w.workload_port.get_ref(), &opts, true)?;
         let up = open_port(w, w.uplink_port.get_ref(), &opts, false)?;
@@ -102,6 +138,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 kind: w.kind.name().to_string(),
                 mode: SteeringMode::Inline,
                 on_failure: w.on_failure,
+                identity: Config::identity(w),
             },
             wp,
             up,
@@ -147,11 +184,47 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         source: io::Error::other(e),
     })?;
     super::watchdog::spawn(&cfg.node.state_dir).map_err(io_err("start the watchdog"))?;
+    let i = &cfg.inspect;
+    let log = LogConfig {
+        ring: i.log_ring,
+        dir: Some(
+            i.log_dir
+                .clone()
+                .unwrap_or_else(|| cfg.node.state_dir.join("log")),
+        ),
+        rotate_bytes: i.log_rotate_mb << 20,
+        keep: i.log_keep,
+    };
+    let insp = Arc::new(
+        Inspection::new(
+            node.dp.shared(),
+            log,
+            i.log_update_secs,
+            cfg.node.state_dir.clone(),
+        )
+        .map_err(io_err("verdict log"))?,
+    );
+    insp.spawn().map_err(io_err("sweeper thread"))?;
     let node = Arc::new(Mutex::new(node));
     let sock = cfg.node.control_socket.clone();
     let listener = api::bind(&sock).map_err(io_err("control socket"))?;
     let api_node = node.clone();
     api::serve(listener, move |req| {
+        // Inspection requests do not need the steering lock.
+        match req {
+            Request::Flows { filter, limit } => {
+                return serde_json::to_value(insp.flows(&filter, limit)).map_err(|e| e.to_string());
+            }
+            Request::Log { filter, limit } => {
+                return serde_json::to_value(insp.log.query(&filter, limit))
+                    .map_err(|e| e.to_string());
+            }
+            Request::Rules { text, origin } => return insp.push(&text, &origin),
+            Request::Usage { window, workload } => {
+                return Ok(insp.usage(window, workload.as_deref()));
+            }
+            _ => {}
+        }
         let mut node = api_node.lock().map_err(|_| "control lock poisoned".to_string())?;
         match req {
             Request::Stats => serde_json::to_value(node.dp.stats()).map_err(|e| e.to_string()),
@@ -167,6 +240,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             Request::Mode { workload, mode } => {
                 let from = node.set_mode(&workload, mode)?;
                 Ok(serde_json::json!({ "workload": workload, "from": from, "to": mode }))
+            }
+            Request::Flows { .. } | Request::Log { .. } | Request::Rules { .. } | Request::Usage { .. } => {
+                Err("handled above".into())
             }
             Request::Macs => {
                 let dp = &node.dp;

@@ -2,8 +2,11 @@
 //! them to the datapath.
 
 pub mod api;
+pub mod classify;
 pub mod config;
 pub mod daemon;
+pub mod inspection;
+pub mod record;
 pub mod stats;
 pub mod steering;
 pub mod watchdog;

@@ -62,3 +62,118 @@ pub fn render(s: &StatsSnapshot) -> String {
     let _ = writeln!(o, "malformed: {}", list(&s.malformed));
     o
 }
+
+/// Renders flow records as a table a person reads: verdict, workload, flow,
+/// application, rule, counters, first seen and updated at.
+pub fn render_flows(recs: &[crate::control::record::FlowRecord]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<11} {:<10} {:<8} {:<6} {:<44} {:<22} {:<14} {:>16} {:>16} {:<12} {:<12}",
+        "verdict",
+        "workload",
+        "event",
+        "proto",
+        "flow",
+        "app (how)",
+        "rule",
+        "out pkts/bytes",
+        "in pkts/bytes",
+        "first seen",
+        "updated at"
+    );
+    for r in recs {
+        let app = match &r.how {
+            Some(h) => format!("{} ({h})", r.app),
+            None => r.app.clone(),
+        };
+        let _ = writeln!(
+            o,
+            "{:<11} {:<10} {:<8} {:<6} {:<44} {:<22} {:<14} {:>16} {:>16} {:<12} {:<12}",
+            r.verdict(),
+            r.workload,
+            r.event,
+            r.proto,
+            format!("{} -> {}", r.src, r.dst),
+            app,
+            r.rule,
+            format!("{}/{}", r.packets_out, r.bytes_out),
+            format!("{}/{}", r.packets_in, r.bytes_in),
+            clock(r.first_seen),
+            clock(r.updated_at),
+        );
+    }
+    o
+}
+
+/// "HH:MM:SS.mmm" of a unix millisecond (UTC).
+fn clock(ms: u64) -> String {
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
+/// Renders `guardwire usage`: the last closed window per workload and category,
+/// then bandwidth limits and their changes.
+pub fn render_usage(v: &serde_json::Value) -> String {
+    let mut o = String::new();
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        o,
+        "{:<12} {:<18} {:>8} {:>14} {:>10} {:>14} {:>10} {:>6}",
+        "workload", "category", "window", "bytes_out", "pkts_out", "bytes_in", "pkts_in", "flows"
+    );
+    for r in v["windows"].as_array().into_iter().flatten() {
+        let l = &r["last"];
+        let _ = writeln!(
+            o,
+            "{:<12} {:<18} {:>7}s {:>14} {:>10} {:>14} {:>10} {:>6}",
+            r["workload"].as_str().unwrap_or("?"),
+            r["category"].as_str().unwrap_or("?"),
+            n(r, "window_secs"),
+            n(l, "bytes_out"),
+            n(l, "packets_out"),
+            n(l, "bytes_in"),
+            n(l, "packets_in"),
+            n(l, "flows"),
+        );
+    }
+    if let Some(m) = v["bandwidth"].as_object() {
+        for (w, rate) in m {
+            let _ = writeln!(
+                o,
+                "bandwidth {w}: {:.1} Mbit/s",
+                rate.as_u64().unwrap_or(0) as f64 * 8.0 / 1e6
+            );
+        }
+    }
+    for c in v["bandwidth_changes"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "  {} {}: {:.1} -> {:.1} Mbit/s ({})",
+            clock(n(c, "at")),
+            c["workload"].as_str().unwrap_or("?"),
+            n(c, "from") as f64 * 8.0 / 1e6,
+            n(c, "to") as f64 * 8.0 / 1e6,
+            c["reason"].as_str().unwrap_or("?"),
+        );
+    }
+    let f = &v["flows"];
+    let _ = writeln!(
+        o,
+        "flows: {} live of {} ({} B each), {} created, {} expired, {} evicted, {} rejudged",
+        n(f, "live"),
+        n(f, "capacity"),
+        n(f, "bytes_per_flow"),
+        n(f, "created"),
+        n(f, "expired"),
+        n(f, "evicted"),
+        n(f, "rejudged"),
+    );
+    o
+}

@@ -151,6 +151,7 @@ impl Steering {
             kind: a.kind().into(),
             mode: SteeringMode::Inline,
             on_failure,
+            identity: a.identity.clone(),
         };
         let wl = self
             .dp

@@ -8,7 +8,9 @@ mod worker;
 
 pub use counters::{BurstTally, DatapathCounters, PortCounters, PortCountersSnapshot};
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::flow::Timeouts;
+use crate::pipeline::spoof::Identity;
+use crate::pipeline::{Inspector, Pipeline};
 use crate::port::Port;
 use crate::steer::{OnFailure, SteeringMode};
 use crate::switch::{PortId, Role, SharedMacTable, Topology, WorkloadId, WorkloadPorts};
@@ -35,6 +37,12 @@ pub struct DatapathParams {
     pub mac_age_secs: u64,
     /// Microseconds a worker keeps polling after its last frame before it sleeps.
     pub spin_us: u64,
+    /// Most flows the flow table holds.
+    pub flow_capacity: usize,
+    /// Idle timeouts of flows.
+    pub timeouts: Timeouts,
+    /// Most bytes of shaped frames a worker holds.
+    pub shape_queue_bytes: usize,
 }
 
 /// One port in the forwarding state.
@@ -56,6 +64,8 @@ pub struct WorkloadInfo {
     pub mode: SteeringMode,
     /// What the watchdog does for it when guardwire dies.
     pub on_failure: OnFailure,
+    /// The addresses it may send from.
+    pub identity: Identity,
 }
 
 /// Immutable forwarding state; replaced as a whole when workloads come and go.
@@ -72,12 +82,6 @@ pub struct Forwarding {
 impl Forwarding {
     fn port(&self, p: PortId) -> Option<&PortSlot> {
         self.ports.get(p.0 as usize).and_then(|s| s.as_ref())
-    }
-
-    /// The steering mode of the workload a port belongs to.
-    fn mode_of(&self, p: PortId) -> Option<SteeringMode> {
-        let (wl, _) = self.topo.role(p)?;
-        self.workloads.get(wl.0 as usize)?.as_ref().map(|w| w.mode)
     }
 
     fn clone_shallow(&self) -> Forwarding {
@@ -106,6 +110,8 @@ pub struct Shared {
     pub macs: SharedMacTable,
     /// The pipeline (rules swap in here).
     pub pipeline: Arc<ArcSwap<Pipeline>>,
+    /// Flow table and the rest of the inspection state.
+    pub inspector: Arc<Inspector>,
     /// Drops and malformed frames.
     pub counters: DatapathCounters,
     /// Tunables.
@@ -164,6 +170,7 @@ impl Datapath {
             fwd: Arc::new(ArcSwap::from_pointee(Forwarding::default())),
             macs: SharedMacTable::default(),
             pipeline: Arc::new(ArcSwap::from_pointee(pipeline)),
+            inspector: Arc::new(Inspector::new(params.flow_capacity, params.timeouts)),
             counters: DatapathCounters::default(),
             params: params.clone(),
             started: Instant::now(),
@@ -277,6 +284,7 @@ impl Datapath {
         next.workloads[wl.0 as usize] = None;
         self.shared.fwd.store(Arc::new(next));
         drop(cur);
+        self.shared.inspector.flows.forget(wl);
         let (done_tx, done_rx) = bounded(2 + self.workers.len());
         let mut waiting = 0;
         for p in [ports.workload, ports.uplink] {

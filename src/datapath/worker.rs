@@ -3,14 +3,18 @@
 //! pipeline -> switch -> egress ports until the port is drained.
 
 use super::{BurstTally, Forwarding, Shared};
-use crate::pipeline::{DropReason, Pipeline, Verdict};
-use crate::port::{Frame, Port};
+use crate::pipeline::firewall::Direction;
+use crate::pipeline::parse::{IpFacts, L3};
+use crate::pipeline::{Context, DropReason, Pipeline, Size, Verdict, reject};
+use crate::port::{Frame, Port, VlanTag, VnetHdr};
 use crate::steer::SteeringMode;
 use crate::switch::{self, Egress, Mac, MacTable, Observe, PortId, Role};
 use arc_swap::{ArcSwap, Cache};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -63,6 +67,70 @@ impl Scratch {
     }
 }
 
+/// A shaped frame waiting for its departure time.
+struct Held {
+    at: u64,
+    seq: u64,
+    out: PortId,
+    data: Vec<u8>,
+    vnet: VnetHdr,
+    vlan: Option<VlanTag>,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// The worker's delay queue: frames a shaper holds back, earliest first, bounded
+/// in bytes. Buffers are reused.
+#[derive(Default)]
+struct DelayQueue {
+    heap: BinaryHeap<Reverse<Held>>,
+    bytes: usize,
+    seq: u64,
+    spare: Vec<Vec<u8>>,
+}
+
+impl DelayQueue {
+    fn hold(&mut self, at: u64, out: PortId, fr: &Frame<'_>, limit: usize) -> bool {
+        let d = fr.data();
+        if self.bytes + d.len() > limit {
+            return false;
+        }
+        let mut data = self.spare.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(d);
+        self.bytes += d.len();
+        self.seq += 1;
+        self.heap.push(Reverse(Held {
+            at,
+            seq: self.seq,
+            out,
+            data,
+            vnet: fr.vnet,
+            vlan: fr.vlan,
+        }));
+        true
+    }
+
+    fn next_at(&self) -> Option<u64> {
+        self.heap.peek().map(|h| h.0.at)
+    }
+}
+
 pub(super) struct Worker {
     id: usize,
     poll: Poll,
@@ -73,6 +141,7 @@ pub(super) struct Worker {
     macs: Cache<Arc<ArcSwap<MacTable>>, Arc<MacTable>>,
     pipeline: Cache<Arc<ArcSwap<Pipeline>>, Arc<Pipeline>>,
     scratch: Scratch,
+    delayed: DelayQueue,
 }
 
 impl Worker {
@@ -92,6 +161,7 @@ impl Worker {
             shared,
             owned: Vec::new(),
             scratch: Scratch::default(),
+            delayed: DelayQueue::default(),
         }
     }
 
@@ -107,10 +177,11 @@ impl Worker {
             // traffic and slow TCP's ACK clock. Then sleep in epoll until woken.
             let busy = self.owned.iter().any(|o| o.ready);
             let hot = last_work.is_some_and(|t| t.elapsed() < spin);
+            let held = self.release_held();
             let timeout = if busy || hot {
                 Some(Duration::ZERO)
             } else {
-                None
+                held.map(Duration::from_nanos)
             };
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
@@ -155,6 +226,37 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Sends the held frames that are due; returns how long until the next one.
+    fn release_held(&mut self) -> Option<u64> {
+        let now = self.shared.inspector.now_ns();
+        let fwd = self.fwd.load().clone();
+        let mut tally = BurstTally::default();
+        while let Some(at) = self.delayed.next_at() {
+            if at > now {
+                break;
+            }
+            let Some(Reverse(h)) = self.delayed.heap.pop() else {
+                break;
+            };
+            self.delayed.bytes -= h.data.len();
+            match fwd.port(h.out) {
+                Some(slot) => {
+                    let f = Frame::new(&h.data, h.vnet, h.vlan);
+                    let r = slot.port.send_burst(&[f], &[0]);
+                    count_sent(slot, &r, &mut tally);
+                }
+                None => tally.drop(DropReason::NoEgress, 1),
+            }
+            self.delayed.spare.push(h.data);
+        }
+        if !tally.is_empty() {
+            self.shared.counters.add(&tally);
+        }
+        self.delayed
+            .next_at()
+            .map(|at| at.saturating_sub(now).max(1000))
     }
 
     /// Applies pending commands; false when told to stop.
@@ -216,12 +318,16 @@ impl Worker {
             pipeline,
             shared,
             scratch,
+            delayed,
             ..
         } = self;
         let (fwd, macs, pipeline) = (&**fwd.load(), &**macs.load(), &**pipeline.load());
         let shared = &**shared;
+        let inspector = &*shared.inspector;
         let now = shared.now_secs();
+        let now_ns = inspector.now_ns();
         let limit = shared.params.mac_limit;
+        let queue_limit = shared.params.shape_queue_bytes;
         let mut tally = BurstTally::default();
         let n = port.recv_burst(batch, &mut |frames: &[Frame<'_>]| {
             scratch.used = 0;
@@ -230,29 +336,75 @@ impl Worker {
                 tally.drop(DropReason::NoEgress, frames.len() as u64);
                 return;
             };
-            let in_role = fwd.topo.role(in_id).map(|(_, r)| r);
-            let mode = fwd.mode_of(in_id).unwrap_or_default();
+            let (in_wl, in_role) = match fwd.topo.role(in_id) {
+                Some((w, r)) => (Some(w), Some(r)),
+                None => (None, None),
+            };
+            let info = in_wl.and_then(|w| fwd.workloads.get(w.0 as usize)?.as_ref());
+            let mode = info.map(|i| i.mode).unwrap_or_default();
+            let direction = if in_role == Some(Role::Workload) {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            };
             let (mut bytes, mut gso, mut vlan) = (0u64, 0u64, 0u64);
             for (i, fr) in frames.iter().enumerate() {
                 bytes += fr.wire_len() as u64;
                 gso += fr.is_gso() as u64;
                 vlan += fr.vlan.is_some() as u64;
-                match pipeline.judge(fr) {
-                    Verdict::Forward => {}
-                    Verdict::MalformedPass(m) => tally.malformed(m),
-                    Verdict::MalformedDrop(m) => {
+                let pkt = match pipeline.validate(fr) {
+                    Ok(p) => Some(p),
+                    Err(Verdict::MalformedPass(m)) => {
+                        tally.malformed(m);
+                        None
+                    }
+                    Err(Verdict::MalformedDrop(m)) => {
                         tally.malformed(m);
                         tally.drop(DropReason::Malformed, 1);
                         continue;
                     }
-                    Verdict::Drop(r) => {
+                    Err(Verdict::Drop(r)) => {
                         tally.drop(r, 1);
                         continue;
                     }
+                    Err(_) => continue,
+                };
+                let ip = match &pkt {
+                    Some(p) => match p.l3 {
+                        L3::Ip(ip) => Some(ip),
+                        _ => None,
+                    },
+                    None => None,
+                };
+                let size = ip.map(|ip| real_size(fr, &ip));
+                if let (Some(p), Some(info)) = (&pkt, info)
+                    && direction == Direction::Egress
+                    && pipeline.anti_spoofing
+                    && let Err(r) = info.identity.check(p)
+                {
+                    tally.drop(r, 1);
+                    if mode == SteeringMode::Inline {
+                        continue;
+                    }
+                }
+                let mut verdict = Verdict::Forward;
+                if let (Some(ip), Some(size), Some(wl), Some(info)) = (ip, size, in_wl, info)
+                    && pipeline.inspect
+                {
+                    let ctx = Context {
+                        workload: wl,
+                        name: &info.name,
+                        direction,
+                        mirror: mode == SteeringMode::Mirror,
+                    };
+                    verdict = inspector.inspect(pipeline, &ctx, &ip, size, now_ns);
                 }
                 if mode != SteeringMode::Inline {
                     // The kernel carries this workload's frames; what reached us
                     // is a copy (mirror) or was already in the ring (off).
+                    continue;
+                }
+                if !settle(verdict, &pkt, fr, in_slot, &mut tally) {
                     continue;
                 }
                 let d = fr.data();
@@ -280,9 +432,45 @@ impl Worker {
                         }
                     }
                 }
-                match switch::egress(&fwd.topo, macs, in_id, dst) {
-                    Egress::Port(out) => scratch.push(out, i as u16),
-                    Egress::Drop(r) => tally.drop(r, 1),
+                let out = match switch::egress(&fwd.topo, macs, in_id, dst) {
+                    Egress::Port(out) => out,
+                    Egress::Drop(r) => {
+                        tally.drop(r, 1);
+                        continue;
+                    }
+                };
+                // East-west: the frame also enters another workload, whose rules
+                // judge it as ingress.
+                if let (Some(ip), Some(size), Some((wl2, Role::Workload))) =
+                    (ip, size, fwd.topo.role(out))
+                    && pipeline.inspect
+                    && Some(wl2) != in_wl
+                    && let Some(info2) = fwd.workloads.get(wl2.0 as usize).and_then(|w| w.as_ref())
+                    && info2.mode != SteeringMode::Off
+                {
+                    let ctx = Context {
+                        workload: wl2,
+                        name: &info2.name,
+                        direction: Direction::Ingress,
+                        mirror: info2.mode == SteeringMode::Mirror,
+                    };
+                    let v2 = inspector.inspect(pipeline, &ctx, &ip, size, now_ns);
+                    verdict = match (verdict, v2) {
+                        (Verdict::Delay(a), Verdict::Delay(b)) => Verdict::Delay(a.max(b)),
+                        (_, Verdict::Forward) => verdict,
+                        (_, v2) => v2,
+                    };
+                    if !settle(verdict, &pkt, fr, in_slot, &mut tally) {
+                        continue;
+                    }
+                }
+                match verdict {
+                    Verdict::Delay(at) => {
+                        if !delayed.hold(at, out, fr, queue_limit) {
+                            tally.drop(DropReason::ShapeOverflow, 1);
+                        }
+                    }
+                    _ => scratch.push(out, i as u16),
                 }
             }
             let c = &in_slot.counters;
@@ -305,12 +493,7 @@ impl Worker {
                     continue;
                 };
                 let r = slot.port.send_burst(frames, pick);
-                slot.counters
-                    .tx_frames
-                    .fetch_add(r.sent as u64, Ordering::Relaxed);
-                slot.counters.tx_bytes.fetch_add(r.bytes, Ordering::Relaxed);
-                tally.drop(DropReason::TxBusy, r.busy as u64);
-                tally.drop(DropReason::TxFailed, r.failed as u64);
+                count_sent(slot, &r, &mut tally);
             }
             if !scratch.learn.is_empty() {
                 shared.macs.learn_all(&scratch.learn, now, limit);
@@ -320,5 +503,67 @@ impl Worker {
             shared.counters.add(&tally);
         }
         Ok(n)
+    }
+}
+
+/// Acts on a verdict that ends a frame's journey here: counts drops and sends
+/// the answer to a rejected packet. True when the frame goes on.
+fn settle(
+    v: Verdict,
+    pkt: &Option<crate::pipeline::Packet<'_>>,
+    fr: &Frame<'_>,
+    in_slot: &super::PortSlot,
+    tally: &mut BurstTally,
+) -> bool {
+    match v {
+        Verdict::Forward | Verdict::Delay(_) | Verdict::MalformedPass(_) => true,
+        Verdict::Drop(r) => {
+            tally.drop(r, 1);
+            false
+        }
+        Verdict::MalformedDrop(m) => {
+            tally.malformed(m);
+            tally.drop(DropReason::Malformed, 1);
+            false
+        }
+        Verdict::Reject => {
+            tally.drop(DropReason::Rejected, 1);
+            if let Some(p) = pkt
+                && let Some(answer) = reject::reply(p, fr.data())
+            {
+                let f = Frame::new(&answer, VnetHdr::default(), fr.vlan);
+                let r = in_slot.port.send_burst(&[f], &[0]);
+                count_sent(in_slot, &r, tally);
+            }
+            false
+        }
+    }
+}
+
+/// Adds a send's outcome to the port's counters and the burst's tally.
+fn count_sent(slot: &super::PortSlot, r: &crate::port::SendReport, tally: &mut BurstTally) {
+    slot.counters
+        .tx_frames
+        .fetch_add(r.sent as u64, Ordering::Relaxed);
+    slot.counters.tx_bytes.fetch_add(r.bytes, Ordering::Relaxed);
+    tally.drop(DropReason::TxBusy, r.busy as u64);
+    tally.drop(DropReason::TxFailed, r.failed as u64);
+}
+
+/// A frame's size on the wire: a GSO super-frame is as many packets as it will
+/// be segmented into, each with its own headers.
+fn real_size(fr: &Frame<'_>, ip: &IpFacts<'_>) -> Size {
+    let wire = fr.wire_len() as u64;
+    if !fr.is_gso() {
+        return Size {
+            packets: 1,
+            bytes: wire,
+        };
+    }
+    let segs = fr.vnet.segments(fr.data().len()).max(1) as u64;
+    let headers = (fr.data().len() - ip.payload.len()) as u64;
+    Size {
+        packets: segs,
+        bytes: wire + (segs - 1) * headers,
     }
 }

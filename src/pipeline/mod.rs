@@ -1,104 +1,136 @@
 //! Where a frame is judged. The pipeline takes frames and returns verdicts; it
 //! never touches a socket, so it is tested and fuzzed alone.
 //!
-//! Stages: parse (etherparse, no allocation) and validate. Flow table, firewall,
-//! application identification and shaping hang off the parsed view.
+//! Stages, in the order a frame meets them:
+//! - [`parse`]: etherparse, no allocation, malformed frames by kind;
+//! - [`spoof`]: a workload port only accepts the workload's own addresses;
+//! - [`flow`]: the flow table, both directions of a flow in one entry;
+//! - [`firewall`]: the rule set, judging a flow's first packet;
+//! - [`app`]: application identification (SNI, QUIC SNI, HTTP Host, DNS, ports);
+//! - [`police`]: rate limits and shaping;
+//! - [`inspect`]: the stage that ties flow table, rules, names and limits together.
 
+pub mod app;
+pub mod firewall;
+pub mod flow;
+pub mod inspect;
+pub mod parse;
+pub mod police;
+pub mod reject;
+pub mod spoof;
 mod verdict;
 
+pub use inspect::{Context, FragmentPolicy, Inspector, Size};
+pub use parse::{Packet, parse};
 pub use verdict::{DropReason, Malformed, MalformedPolicy, Verdict};
 
 use crate::port::{Frame, VnetHdr};
-use etherparse::err::{Layer, packet::SliceError};
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use crate::switch::WorkloadId;
+use app::Apps;
+use firewall::{Action, RuleSet};
+use rustc_hash::FxHashMap;
+use std::sync::{Arc, Mutex};
 
 /// Ethernet header length: anything shorter cannot be switched.
 pub const ETH_HLEN: usize = 14;
 
-/// Judges frames.
-#[derive(Clone, Debug)]
+/// The pipeline's configuration: an immutable snapshot the workers read, swapped
+/// whole when rules are pushed.
+#[derive(Debug)]
 pub struct Pipeline {
     malformed: MalformedPolicy,
+    /// Inspect flows at all (off: validation and switching only).
+    pub inspect: bool,
+    /// Check workload frames against their identities.
+    pub anti_spoofing: bool,
+    /// What to do with fragments.
+    pub fragments: FragmentPolicy,
+    /// The rules.
+    pub rules: Arc<RuleSet>,
+    /// Counts rule pushes; a flow judged under another generation is judged again.
+    pub generation: u64,
+    /// The application catalogue.
+    pub apps: Arc<Apps>,
+    /// Limiters of rate-limit and shape rules, per rule and workload.
+    limiters: Mutex<FxHashMap<(u32, WorkloadId), inspect::Limiters>>,
 }
 
 impl Pipeline {
-    /// A pipeline applying `malformed` to frames that do not parse.
+    /// A pipeline applying `malformed` to frames that do not parse, with no rules
+    /// (everything allowed) and the built-in application catalogue.
     pub fn new(malformed: MalformedPolicy) -> Self {
-        Pipeline { malformed }
+        Pipeline {
+            malformed,
+            inspect: true,
+            anti_spoofing: true,
+            fragments: FragmentPolicy::Pass,
+            rules: Arc::new(RuleSet::empty()),
+            generation: 1,
+            apps: Arc::new(Apps::builtin()),
+            limiters: Mutex::new(FxHashMap::default()),
+        }
     }
 
-    /// Judges one frame. `Verdict::Forward` hands it to the switch.
+    /// The same settings with another rule set (limiters start afresh).
+    pub fn with_rules(&self, rules: Arc<RuleSet>) -> Pipeline {
+        Pipeline {
+            malformed: self.malformed,
+            inspect: self.inspect,
+            anti_spoofing: self.anti_spoofing,
+            fragments: self.fragments,
+            rules,
+            generation: self.generation + 1,
+            apps: self.apps.clone(),
+            limiters: Mutex::new(FxHashMap::default()),
+        }
+    }
+
+    /// The same settings with other values for the inspection switches.
+    pub fn configured(
+        mut self,
+        inspect: bool,
+        anti_spoofing: bool,
+        fragments: FragmentPolicy,
+        apps: Arc<Apps>,
+    ) -> Pipeline {
+        self.inspect = inspect;
+        self.anti_spoofing = anti_spoofing;
+        self.fragments = fragments;
+        self.apps = apps;
+        self
+    }
+
+    fn limiters_for(&self, rule: u32, wl: WorkloadId, action: &Action) -> inspect::Limiters {
+        let mut m = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((rule, wl))
+            .or_insert_with(|| {
+                Arc::new(inspect::limiters(action).expect("only called for limiting actions"))
+            })
+            .clone()
+    }
+
+    /// Validates one frame: `Ok` with its facts, or the verdict for a frame that
+    /// does not parse (`MalformedPass` frames are switched without inspection).
+    pub fn validate<'a>(&self, frame: &Frame<'a>) -> Result<Packet<'a>, Verdict> {
+        parse(frame.data(), &frame.vnet).map_err(|m| match (m, self.malformed) {
+            (Malformed::Runt, _) => Verdict::Drop(DropReason::Runt),
+            (m, MalformedPolicy::Drop) => Verdict::MalformedDrop(m),
+            (m, MalformedPolicy::Pass) => Verdict::MalformedPass(m),
+        })
+    }
+
+    /// Validation alone, as a verdict.
     pub fn judge(&self, frame: &Frame<'_>) -> Verdict {
-        match check(frame.data(), &frame.vnet) {
-            Ok(()) => Verdict::Forward,
-            Err(m) => match (m, self.malformed) {
-                (Malformed::Runt, _) => Verdict::Drop(DropReason::Runt),
-                (m, MalformedPolicy::Drop) => Verdict::MalformedDrop(m),
-                (m, MalformedPolicy::Pass) => Verdict::MalformedPass(m),
-            },
+        match self.validate(frame) {
+            Ok(_) => Verdict::Forward,
+            Err(v) => v,
         }
     }
 }
 
 /// Parses `data` (an Ethernet frame) and says what, if anything, is wrong with it.
-/// A frame with a GSO header must be TCP or UDP of the matching IP version.
 pub fn check(data: &[u8], vnet: &VnetHdr) -> Result<(), Malformed> {
-    if data.len() < ETH_HLEN {
-        return Err(Malformed::Runt);
-    }
-    let p = SlicedPacket::from_ethernet(data).map_err(|e| classify(&e))?;
-    if vnet.is_gso() {
-        use crate::port::vnet::*;
-        let ok = matches!(
-            (&p.net, &p.transport, vnet.gso_kind()),
-            (
-                Some(NetSlice::Ipv4(_)),
-                Some(TransportSlice::Tcp(_)),
-                GSO_TCPV4
-            ) | (
-                Some(NetSlice::Ipv6(_)),
-                Some(TransportSlice::Tcp(_)),
-                GSO_TCPV6
-            ) | (Some(_), Some(TransportSlice::Udp(_)), GSO_UDP | GSO_UDP_L4)
-        );
-        if !ok || vnet.gso_size == 0 {
-            return Err(Malformed::Gso);
-        }
-    }
-    Ok(())
-}
-
-fn classify(e: &SliceError) -> Malformed {
-    match e {
-        SliceError::Len(l) => match l.layer {
-            Layer::Ethernet2Header | Layer::EtherPayload | Layer::LinuxSllHeader => Malformed::Link,
-            Layer::VlanHeader | Layer::MacsecHeader | Layer::MacsecPacket => Malformed::Vlan,
-            Layer::IpHeader | Layer::Ipv4Header => Malformed::Ipv4Header,
-            Layer::Ipv4Packet => Malformed::Ipv4Length,
-            Layer::Ipv6Header => Malformed::Ipv6Header,
-            Layer::Ipv6Packet => Malformed::Ipv6Length,
-            Layer::IpAuthHeader
-            | Layer::Ipv6ExtHeader
-            | Layer::Ipv6HopByHopHeader
-            | Layer::Ipv6DestOptionsHeader
-            | Layer::Ipv6RouteHeader
-            | Layer::Ipv6FragHeader => Malformed::IpExt,
-            Layer::TcpHeader => Malformed::Tcp,
-            Layer::UdpHeader | Layer::UdpPayload => Malformed::Udp,
-            Layer::Icmpv4
-            | Layer::Icmpv4Timestamp
-            | Layer::Icmpv4TimestampReply
-            | Layer::Icmpv6
-            | Layer::Igmp => Malformed::Icmp,
-            Layer::Arp => Malformed::Arp,
-        },
-        SliceError::LinuxSll(_) => Malformed::Link,
-        SliceError::Macsec(_) => Malformed::Vlan,
-        SliceError::Ip(_) | SliceError::Ipv4(_) => Malformed::Ipv4Header,
-        SliceError::Ipv6(_) => Malformed::Ipv6Header,
-        SliceError::Ipv4Exts(_) | SliceError::Ipv6Exts(_) => Malformed::IpExt,
-        SliceError::Tcp(_) => Malformed::Tcp,
-    }
+    parse(data, vnet).map(|_| ())
 }
 
 #[cfg(test)]

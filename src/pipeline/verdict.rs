@@ -23,11 +23,29 @@ pub enum DropReason {
     TxBusy,
     /// The kernel refused the frame on send.
     TxFailed,
+    /// A firewall rule (or default) denies the flow.
+    Denied,
+    /// A firewall rule rejects the flow (a TCP RST or ICMP unreachable went back).
+    Rejected,
+    /// Over a rate limit.
+    RateLimited,
+    /// A shaper would have held it longer than allowed, or its queue was full.
+    ShapeOverflow,
+    /// From a workload, with a source MAC that is not the workload's.
+    SpoofMac,
+    /// From a workload, with a source IP that is not the workload's.
+    SpoofIp,
+    /// ARP from a workload claiming an address that is not the workload's.
+    SpoofArp,
+    /// Neighbour discovery from a workload claiming an address that is not its own.
+    SpoofNd,
+    /// A fragment, and the fragment policy is `drop`.
+    Fragment,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Runt,
         DropReason::Malformed,
         DropReason::BadSourceMac,
@@ -36,6 +54,15 @@ impl DropReason {
         DropReason::NoEgress,
         DropReason::TxBusy,
         DropReason::TxFailed,
+        DropReason::Denied,
+        DropReason::Rejected,
+        DropReason::RateLimited,
+        DropReason::ShapeOverflow,
+        DropReason::SpoofMac,
+        DropReason::SpoofIp,
+        DropReason::SpoofArp,
+        DropReason::SpoofNd,
+        DropReason::Fragment,
     ];
 
     /// Name used in stats and logs.
@@ -49,6 +76,15 @@ impl DropReason {
             DropReason::NoEgress => "no_egress",
             DropReason::TxBusy => "tx_busy",
             DropReason::TxFailed => "tx_failed",
+            DropReason::Denied => "denied",
+            DropReason::Rejected => "rejected",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::ShapeOverflow => "shape_overflow",
+            DropReason::SpoofMac => "spoof_mac",
+            DropReason::SpoofIp => "spoof_ip",
+            DropReason::SpoofArp => "spoof_arp",
+            DropReason::SpoofNd => "spoof_nd",
+            DropReason::Fragment => "fragment",
         }
     }
 }
@@ -145,4 +181,8 @@ pub enum Verdict {
     MalformedDrop(Malformed),
     /// Dropped for the reason given.
     Drop(DropReason),
+    /// Dropped, and the sender told so (TCP RST or ICMP unreachable).
+    Reject,
+    /// Held by a shaper until this time (ns on the datapath clock), then switched.
+    Delay(u64),
 }

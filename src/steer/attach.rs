@@ -128,6 +128,10 @@ pub struct Attachment {
     pub workload_port: String,
     /// Uplink port in sec ns.
     pub uplink_port: String,
+    /// What the workload may send from: the pod's interface MAC and addresses
+    /// at attach (empty for a VM, whose guest addresses guardwire cannot read).
+    #[serde(default)]
+    pub identity: crate::pipeline::spoof::Identity,
 }
 
 impl Attachment {
@@ -278,7 +282,15 @@ pub fn attach_pod(
         netns: pod_ns.to_string(),
         ifname: ifname.to_string(),
     };
-    migrate(sec, &host, host_ns, name, v, via)
+    let identity = crate::pipeline::spoof::Identity {
+        macs: <[u8; 6]>::try_from(eth.mac.as_slice())
+            .into_iter()
+            .collect(),
+        ips: pod.ips(eth.index).unwrap_or_default(),
+    };
+    let mut a = migrate(sec, &host, host_ns, name, v, via)?;
+    a.identity = identity;
+    Ok(a)
 }
 
 /// Attaches a VM by its tap (`Via::Tap`) or by the veth between its `qbr` and
@@ -358,6 +370,7 @@ fn migrate(
         sysctls: read_sysctls(host_ns, &v.name)?,
         workload_port: wp_name,
         uplink_port: up_name,
+        identity: Default::default(),
     };
     // The migrated device and the sec end of the new pair, by role.
     // `moved`: the host device's name in sec ns; `fresh`: the new pair's sec end.

@@ -221,6 +221,20 @@ impl Netlink {
         })
     }
 
+    /// The IP addresses on link `index`.
+    pub fn ips(&self, index: u32) -> Result<Vec<std::net::IpAddr>, NlError> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        Ok(self
+            .addresses(index)?
+            .iter()
+            .flat_map(|m| m.attributes.iter())
+            .filter_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Routes whose output interface is `index`, in every table, IPv4 and IPv6,
     /// except those the kernel makes by itself for addresses and local delivery.
     pub fn routes(&self, index: u32) -> Result<Vec<RouteMessage>, NlError> {

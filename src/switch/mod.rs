@@ -20,6 +20,22 @@ use serde::{Deserialize, Serialize};
 /// A MAC address.
 pub type Mac = [u8; 6];
 
+/// Parses "aa:bb:cc:dd:ee:ff".
+pub fn parse_mac(s: &str) -> Result<Mac, String> {
+    let mut m = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in m.iter_mut() {
+        let p = parts
+            .next()
+            .ok_or_else(|| format!("{s:?} is not a MAC address"))?;
+        *b = u8::from_str_radix(p, 16).map_err(|_| format!("{s:?} is not a MAC address"))?;
+    }
+    if parts.next().is_some() {
+        return Err(format!("{s:?} is not a MAC address"));
+    }
+    Ok(m)
+}
+
 /// Index of a port in the forwarding state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct PortId(pub u32);

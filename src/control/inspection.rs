@@ -1,0 +1,409 @@
+//! The control side of the inspection pipeline: loads rules and applications,
+//! swaps pushed rule sets in, and once a second sweeps the flow table into the
+//! verdict log and the per-window statistics, and runs auto-bandwidth.
+
+use super::record::autobw::{AutoBwState, Change};
+use super::record::log::{Filter, FlowRecord, LogConfig, VerdictLog};
+use super::record::windows::{Counts, Windows};
+use crate::datapath::Shared;
+use crate::pipeline::app::Apps;
+use crate::pipeline::firewall::{Direction, RuleSet};
+use crate::pipeline::flow::{Flow, FlowKey, Sweep};
+use crate::pipeline::{Pipeline, parse::proto};
+use crate::switch::WorkloadId;
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Bandwidth changes kept for `guardwire usage`.
+const CHANGES_KEPT: usize = 256;
+
+/// A bandwidth change made by auto-bandwidth.
+#[derive(Clone, Debug, Serialize)]
+pub struct BandwidthChange {
+    /// Unix ms.
+    pub at: u64,
+    /// The workload.
+    pub workload: String,
+    /// Bytes/s before.
+    pub from: u64,
+    /// Bytes/s after.
+    pub to: u64,
+    /// "saturated" or "idle".
+    pub reason: &'static str,
+}
+
+/// Per-workload auto-bandwidth state.
+struct Auto {
+    state: AutoBwState,
+    policy: crate::pipeline::firewall::AutoBandwidth,
+}
+
+/// Everything the control side keeps about inspection.
+pub struct Inspection {
+    shared: Arc<Shared>,
+    /// The verdict log.
+    pub log: VerdictLog,
+    windows: Mutex<Windows<(String, String)>>,
+    auto: Mutex<BTreeMap<String, Auto>>,
+    changes: Mutex<VecDeque<BandwidthChange>>,
+    update_ms: u64,
+    state_dir: PathBuf,
+}
+
+/// Where a pushed rule set is kept, so a restart starts with it.
+pub fn pushed_rules(state_dir: &Path) -> PathBuf {
+    state_dir.join("rules.toml")
+}
+
+/// Loads the application catalogue: the built-in one, extended by `extra`.
+pub fn load_apps(extra: Option<&Path>) -> Result<Apps, String> {
+    let mut apps = Apps::builtin();
+    if let Some(p) = extra {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        apps.extend(Apps::parse(&text, &p.display().to_string()).map_err(|e| e.to_string())?);
+    }
+    Ok(apps)
+}
+
+/// Loads a rule file.
+pub fn load_rules(path: &Path) -> Result<RuleSet, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    RuleSet::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())
+}
+
+impl Inspection {
+    /// Starts the control side of inspection for a running datapath.
+    pub fn new(
+        shared: Arc<Shared>,
+        log: LogConfig,
+        update_secs: u64,
+        state_dir: PathBuf,
+    ) -> std::io::Result<Inspection> {
+        let me = Inspection {
+            shared,
+            log: VerdictLog::new(log)?,
+            windows: Mutex::new(Windows::new()),
+            auto: Mutex::new(BTreeMap::new()),
+            changes: Mutex::new(VecDeque::new()),
+            update_ms: update_secs.max(1) * 1000,
+            state_dir,
+        };
+        let rules = me.shared.pipeline.load().rules.clone();
+        me.apply_bandwidth(&rules);
+        Ok(me)
+    }
+
+    /// Swaps `rules` in. Flows are judged again on their next packet; workload
+    /// bandwidth limits follow the new set.
+    pub fn install(&self, rules: RuleSet) {
+        let rules = Arc::new(rules);
+        let cur = self.shared.pipeline.load();
+        self.shared
+            .pipeline
+            .store(Arc::new(cur.with_rules(rules.clone())));
+        self.apply_bandwidth(&rules);
+    }
+
+    /// Parses pushed rule text and installs it; on error the running rules stay.
+    /// The accepted text is kept in state_dir so a restart starts with it.
+    pub fn push(&self, text: &str, origin: &str) -> Result<serde_json::Value, String> {
+        let rules = RuleSet::parse(text, origin).map_err(|e| e.to_string())?;
+        let n = rules.len();
+        let path = pushed_rules(&self.state_dir);
+        let tmp = path.with_extension("tmp");
+        std::fs::create_dir_all(&self.state_dir)
+            .and_then(|_| std::fs::write(&tmp, text))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("keeping the rules in {}: {e}", path.display()))?;
+        self.install(rules);
+        let generation = self.shared.pipeline.load().generation;
+        tracing::info!(rules = n, generation, "rules installed");
+        Ok(serde_json::json!({ "rules": n, "generation": generation }))
+    }
+
+    fn apply_bandwidth(&self, rules: &RuleSet) {
+        let ins = &self.shared.inspector;
+        let mut auto = self.auto.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keep = Vec::new();
+        for name in rules.workload_names() {
+            let Some(p) = rules.workload(name) else {
+                continue;
+            };
+            match (&p.bandwidth, &p.auto_bandwidth) {
+                (Some(start), Some(policy)) => {
+                    // A limit auto-bandwidth already moved stays where it got to.
+                    let cur = ins.bandwidth(name).unwrap_or(*start);
+                    let state = AutoBwState::new(cur, policy);
+                    ins.set_bandwidth(name, Some(state.limit));
+                    auto.insert(
+                        name.to_string(),
+                        Auto {
+                            state,
+                            policy: *policy,
+                        },
+                    );
+                }
+                (Some(rate), None) => {
+                    ins.set_bandwidth(name, Some(*rate));
+                    auto.remove(name);
+                }
+                _ => continue,
+            }
+            keep.push(name.to_string());
+        }
+        for name in ins.bandwidth_workloads() {
+            if !keep.contains(&name) {
+                ins.set_bandwidth(&name, None);
+                auto.remove(&name);
+            }
+        }
+    }
+
+    /// Starts the once-a-second sweeper thread.
+    pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("gw-sweeper".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(1000));
+                    me.sweep();
+                }
+            })
+            .map(|_| ())
+    }
+
+    /// One sweep: records, windows, auto-bandwidth.
+    pub fn sweep(&self) {
+        let ins = &self.shared.inspector;
+        let now_ms = ins.now_ns() / 1_000_000;
+        let fwd = self.shared.fwd.load();
+        let pl = self.shared.pipeline.load();
+        let name = |wl: WorkloadId| -> String {
+            fwd.workloads
+                .get(wl.0 as usize)
+                .and_then(|w| w.as_ref())
+                .map(|w| w.name.clone())
+                .unwrap_or_else(|| format!("#{}", wl.0))
+        };
+        let mut records = Vec::new();
+        let mut counts: Vec<((String, String), Counts)> = Vec::new();
+        ins.flows.sweep(&ins.timeouts, now_ms, |k, f, why| {
+            let wl = name(k.workload);
+            let cat = pl.apps.category(f.app).to_string();
+            let (out, inn) = (f.tally[0], f.tally[1]);
+            let c = Counts {
+                bytes_out: out.bytes - f.report.counted[0].bytes,
+                packets_out: out.packets - f.report.counted[0].packets,
+                bytes_in: inn.bytes - f.report.counted[1].bytes,
+                packets_in: inn.packets - f.report.counted[1].packets,
+                flows: u64::from(!f.report.announced),
+            };
+            f.report.counted = f.tally;
+            if c != Counts::default() {
+                counts.push(((wl.clone(), cat), c));
+            }
+            let event = if why == Sweep::Expired {
+                Some("end")
+            } else if !f.report.announced {
+                Some("new")
+            } else if f.report.changed {
+                Some("rejudged")
+            } else if now_ms.saturating_sub(f.report.logged_ms) >= self.update_ms
+                && f.last_seen_ms > f.report.logged_ms
+            {
+                Some("update")
+            } else {
+                None
+            };
+            if let Some(ev) = event {
+                records.push(record(ev, &wl, k, f, &pl, ins.unix_ms(f.last_seen_ms)));
+                f.report.announced = true;
+                f.report.changed = false;
+                f.report.logged_ms = now_ms;
+            }
+        });
+        for r in records {
+            self.log.record(r);
+        }
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, c) in &counts {
+            w.add(k, *c);
+        }
+        let now_s = now_ms / 1000;
+        w.tick(now_s);
+        w.forget_idle(600);
+        // Auto-bandwidth: the busier direction of the workload's last second.
+        let mut auto = self.auto.lock().unwrap_or_else(|e| e.into_inner());
+        for (wl, a) in auto.iter_mut() {
+            let mut busier = 0u64;
+            let (mut out, mut inn) = (0u64, 0u64);
+            for k in w.keys().filter(|k| &k.0 == wl) {
+                let c = w.last(k, 1);
+                out += c.bytes_out;
+                inn += c.bytes_in;
+            }
+            busier = busier.max(out).max(inn);
+            if let Some(Change { from, to, reason }) = a.state.step(&a.policy, busier) {
+                ins.set_bandwidth(wl, Some(to));
+                tracing::info!(
+                    workload = wl.as_str(),
+                    from,
+                    to,
+                    reason,
+                    "bandwidth changed"
+                );
+                let mut ch = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+                if ch.len() == CHANGES_KEPT {
+                    ch.pop_front();
+                }
+                ch.push_back(BandwidthChange {
+                    at: ins.unix_ms(now_ms),
+                    workload: wl.clone(),
+                    from,
+                    to,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Live flows, as records, filtered.
+    pub fn flows(&self, f: &Filter, limit: usize) -> Vec<FlowRecord> {
+        let ins = &self.shared.inspector;
+        let fwd = self.shared.fwd.load();
+        let pl = self.shared.pipeline.load();
+        let mut out = Vec::new();
+        ins.flows.visit(|k, fl| {
+            let wl = fwd
+                .workloads
+                .get(k.workload.0 as usize)
+                .and_then(|w| w.as_ref())
+                .map(|w| w.name.clone())
+                .unwrap_or_default();
+            let r = record("live", &wl, k, fl, &pl, ins.unix_ms(fl.last_seen_ms));
+            if f.matches(&r) {
+                out.push(r);
+            }
+        });
+        out.sort_by_key(|r| r.updated_at);
+        let skip = out.len().saturating_sub(limit);
+        out.split_off(skip)
+    }
+
+    /// Statistics per workload and category for windows of `secs`, and the
+    /// bandwidth limits with their recent changes.
+    pub fn usage(&self, secs: u64, workload: Option<&str>) -> serde_json::Value {
+        let w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows = Vec::new();
+        for k in w.keys() {
+            if workload.is_some_and(|n| n != k.0) {
+                continue;
+            }
+            let series = w.series(k, secs);
+            rows.push(serde_json::json!({
+                "workload": k.0, "category": k.1, "window_secs": secs,
+                "last": w.last(k, secs), "series": series,
+            }));
+        }
+        let ins = &self.shared.inspector;
+        let mut limits = BTreeMap::new();
+        for name in ins.bandwidth_workloads() {
+            if workload.is_some_and(|n| n != name) {
+                continue;
+            }
+            limits.insert(name.clone(), ins.bandwidth(&name));
+        }
+        let changes: Vec<BandwidthChange> = self
+            .changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|c| workload.is_none_or(|n| n == c.workload))
+            .cloned()
+            .collect();
+        let c = &ins.counters;
+        let t = &ins.flows.counters;
+        serde_json::json!({
+            "windows": rows,
+            "bandwidth": limits,
+            "bandwidth_changes": changes,
+            "flows": {
+                "live": ins.flows.len(),
+                "capacity": ins.flows.capacity(),
+                "bytes_per_flow": crate::pipeline::flow::FlowTable::bytes_per_flow(),
+                "created": t.created.load(Ordering::Relaxed),
+                "evicted": t.evicted.load(Ordering::Relaxed),
+                "expired": t.expired.load(Ordering::Relaxed),
+                "rejudged": c.rejudged.load(Ordering::Relaxed),
+                "named_by_content": c.named_by_content.load(Ordering::Relaxed),
+                "named_by_dns": c.named_by_dns.load(Ordering::Relaxed),
+                "fragments_first": c.fragments_first.load(Ordering::Relaxed),
+                "fragments_later": c.fragments_later.load(Ordering::Relaxed),
+                "mirror_would_drop": c.would_drop.load(Ordering::Relaxed),
+            },
+            "log": { "written": self.log.written(), "lost": self.log.lost() },
+        })
+    }
+}
+
+fn endpoint(ip: IpAddr, port: u16, proto_: u8) -> String {
+    let with_port = matches!(proto_, proto::TCP | proto::UDP);
+    match (ip, with_port) {
+        (IpAddr::V4(a), true) => format!("{a}:{port}"),
+        (IpAddr::V6(a), true) => format!("[{a}]:{port}"),
+        (a, false) => a.to_string(),
+    }
+}
+
+/// A flow as the verdict log records it.
+pub fn record(
+    event: &str,
+    workload: &str,
+    k: &FlowKey,
+    f: &Flow,
+    pl: &Pipeline,
+    updated_at: u64,
+) -> FlowRecord {
+    let (src, dst) = if f.initiator_lo {
+        (k.lo, k.hi)
+    } else {
+        (k.hi, k.lo)
+    };
+    FlowRecord {
+        event: event.to_string(),
+        workload: workload.to_string(),
+        mode: if f.mirror { "mirror" } else { "inline" }.to_string(),
+        direction: match f.direction {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+        .to_string(),
+        proto: proto::name(k.proto),
+        src: endpoint(src.0, src.1, k.proto),
+        dst: endpoint(dst.0, dst.1, k.proto),
+        app: pl.apps.name(f.app).to_string(),
+        category: pl.apps.category(f.app).to_string(),
+        host: f.host.as_deref().map(str::to_string),
+        how: f.how.map(|h| h.name().to_string()),
+        action: if f.action.allows() { "allow" } else { "deny" }.to_string(),
+        detail: f.action.name().to_string(),
+        enforced: !f.mirror,
+        rule: match f.rule {
+            Some(i) if f.generation == pl.generation => pl.rules.rule_id(i).to_string(),
+            Some(i) => format!("#{i}"),
+            None => "default".to_string(),
+        },
+        packets_out: f.tally[0].packets,
+        bytes_out: f.tally[0].bytes,
+        packets_in: f.tally[1].packets,
+        bytes_in: f.tally[1].bytes,
+        first_seen: f.first_seen_ms,
+        updated_at,
+    }
+}

@@ -1,0 +1,1143 @@
+//! The verdict log: one record per flow decision and per update as the flow
+//! ages, kept in a memory ring for the API and appended to rotated JSON-lines
+//! files by one background writer so the datapath never waits on a disk.
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::de::{self, Deserializer, Visitor};
+use serde::ser::{self, SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Name of the file records are appended to; rotated copies get `.1` (newest) … `.N`.
+pub const FILE_NAME: &str = "verdicts.jsonl";
+
+/// Records that may wait for the writer. Entries are pointers, so this costs
+/// about 1 MiB and absorbs a few seconds of a slow disk at high flow rates.
+const CHANNEL_CAP: usize = 65_536;
+
+/// Buffer of the file writer; flushed whenever the channel runs empty.
+const WRITE_BUF: usize = 64 * 1024;
+
+/// Disk problems are repeated at most this often in the log.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// A failed open is retried at most this often; records in between are dropped.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+/// One flow decision, or an update of it as the flow ages.
+///
+/// In JSON, `first_seen` and `updated_at` are RFC 3339 UTC strings with
+/// milliseconds, and a derived `verdict` field ("would deny" …) is added for
+/// readers; it is ignored when reading a record back.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct FlowRecord {
+    /// "new", "update", "rejudged", "end" or "evicted".
+    pub event: String,
+    /// Workload (pod or VM) the flow belongs to.
+    pub workload: String,
+    /// "inline" (enforced) or "mirror" (observed only).
+    pub mode: String,
+    /// "ingress" or "egress": direction of the flow's first packet, seen from the workload.
+    pub direction: String,
+    /// "tcp", "udp", "icmp", "icmpv6", or the protocol number as a string.
+    pub proto: String,
+    /// Initiator address, with port where the protocol has one ("10.0.0.2:40000", "[2001:db8::1]:443").
+    pub src: String,
+    /// Responder address, formatted like `src`.
+    pub dst: String,
+    /// Application the flow was classified as.
+    pub app: String,
+    /// Category of the application.
+    pub category: String,
+    /// Host name the classification was based on, if any.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// What the classification came from: "sni", "quic_sni", "http_host", "dns" or "port".
+    #[serde(default)]
+    pub how: Option<String>,
+    /// "allow" or "deny": what a person reads.
+    pub action: String,
+    /// "allow", "deny", "reject", "rate-limit" or "shape": what the datapath does.
+    pub detail: String,
+    /// False in mirror mode, where the verdict is only what would have happened.
+    pub enforced: bool,
+    /// Id of the rule that decided, or "default".
+    pub rule: String,
+    /// Packets from the flow's initiator.
+    pub packets_out: u64,
+    /// Bytes from the flow's initiator.
+    pub bytes_out: u64,
+    /// Packets towards the flow's initiator.
+    pub packets_in: u64,
+    /// Bytes towards the flow's initiator.
+    pub bytes_in: u64,
+    /// When the flow was first seen, unix milliseconds.
+    #[serde(deserialize_with = "de_millis")]
+    pub first_seen: u64,
+    /// When this record was made, unix milliseconds.
+    #[serde(deserialize_with = "de_millis")]
+    pub updated_at: u64,
+}
+
+impl FlowRecord {
+    /// The verdict as a person reads it: "allow", "deny", or in mirror mode
+    /// "would allow", "would deny".
+    pub fn verdict(&self) -> String {
+        self.verdict_str().into_owned()
+    }
+
+    fn verdict_str(&self) -> Cow<'_, str> {
+        if self.enforced {
+            return Cow::Borrowed(&self.action);
+        }
+        match self.action.as_str() {
+            "allow" => Cow::Borrowed("would allow"),
+            "deny" => Cow::Borrowed("would deny"),
+            other => Cow::Owned(format!("would {other}")),
+        }
+    }
+}
+
+// Written by hand only to add the derived `verdict` field without storing it.
+impl Serialize for FlowRecord {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fields = 20 + usize::from(self.host.is_some()) + usize::from(self.how.is_some());
+        let mut st = s.serialize_struct("FlowRecord", fields)?;
+        st.serialize_field("event", &self.event)?;
+        st.serialize_field("workload", &self.workload)?;
+        st.serialize_field("mode", &self.mode)?;
+        st.serialize_field("direction", &self.direction)?;
+        st.serialize_field("proto", &self.proto)?;
+        st.serialize_field("src", &self.src)?;
+        st.serialize_field("dst", &self.dst)?;
+        st.serialize_field("app", &self.app)?;
+        st.serialize_field("category", &self.category)?;
+        match &self.host {
+            Some(h) => st.serialize_field("host", h)?,
+            None => st.skip_field("host")?,
+        }
+        match &self.how {
+            Some(h) => st.serialize_field("how", h)?,
+            None => st.skip_field("how")?,
+        }
+        st.serialize_field("action", &self.action)?;
+        st.serialize_field("detail", &self.detail)?;
+        st.serialize_field("enforced", &self.enforced)?;
+        st.serialize_field("verdict", &self.verdict_str())?;
+        st.serialize_field("rule", &self.rule)?;
+        st.serialize_field("packets_out", &self.packets_out)?;
+        st.serialize_field("bytes_out", &self.bytes_out)?;
+        st.serialize_field("packets_in", &self.packets_in)?;
+        st.serialize_field("bytes_in", &self.bytes_in)?;
+        st.serialize_field("first_seen", &Millis(self.first_seen))?;
+        st.serialize_field("updated_at", &Millis(self.updated_at))?;
+        st.end()
+    }
+}
+
+/// Unix milliseconds written as an RFC 3339 UTC time with milliseconds.
+struct Millis(u64);
+
+/// First millisecond humantime can no longer format (year 10000).
+const MAX_MILLIS: u64 = 253_402_300_800_000;
+
+impl Serialize for Millis {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 >= MAX_MILLIS {
+            return Err(ser::Error::custom(format!(
+                "time {} ms is past year 9999",
+                self.0
+            )));
+        }
+        let t = UNIX_EPOCH + Duration::from_millis(self.0);
+        s.collect_str(&humantime::format_rfc3339_millis(t))
+    }
+}
+
+/// Accepts an RFC 3339 time, or plain unix milliseconds as written by older tools.
+fn de_millis<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an RFC 3339 time or unix milliseconds")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            rfc3339_millis(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn rfc3339_millis(s: &str) -> Result<u64, String> {
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("{s:?}: {e}"))?;
+    let d = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| format!("{s:?} is before 1970"))?;
+    Ok(d.as_millis() as u64)
+}
+
+/// Where and how much the verdict log keeps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// Records kept in memory for [`VerdictLog::query`]; 0 keeps none.
+    pub ring: usize,
+    /// Directory of the JSON-lines files; `None` keeps records in memory only.
+    pub dir: Option<PathBuf>,
+    /// The current file is rotated before it would grow past this size; 0 never rotates.
+    pub rotate_bytes: u64,
+    /// Rotated files kept; 0 discards the current file when it is full.
+    pub keep: usize,
+}
+
+/// Selects records; every field that is set must match.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Filter {
+    /// Exact workload.
+    pub workload: Option<String>,
+    /// Exactly the action, the detail or the verdict ("deny", "shape", "would deny").
+    pub action: Option<String>,
+    /// Exactly the app or the category.
+    pub app: Option<String>,
+    /// Records updated at or after this unix millisecond.
+    pub since: Option<u64>,
+    /// Records updated at or before this unix millisecond.
+    pub until: Option<u64>,
+    /// Exact event ("new", "end" …).
+    pub event: Option<String>,
+}
+
+impl Filter {
+    /// Whether `r` passes every condition that is set.
+    pub fn matches(&self, r: &FlowRecord) -> bool {
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        eq(&self.workload, &r.workload)
+            && eq(&self.event, &r.event)
+            && self.action.as_deref().is_none_or(|a| {
+                // The verdict is the action, or "would <action>" when not enforced.
+                a == r.action
+                    || a == r.detail
+                    || (!r.enforced && a.strip_prefix("would ") == Some(r.action.as_str()))
+            })
+            && self
+                .app
+                .as_deref()
+                .is_none_or(|a| a == r.app || a == r.category)
+            && self.since.is_none_or(|t| r.updated_at >= t)
+            && self.until.is_none_or(|t| r.updated_at <= t)
+    }
+}
+
+/// Counters shared with the writer thread.
+#[derive(Default)]
+struct Shared {
+    lost: AtomicU64,
+    written: AtomicU64,
+    failed: AtomicU64,
+    disk_errors: AtomicU64,
+}
+
+enum Msg {
+    Record(Arc<FlowRecord>),
+    /// Acknowledged once everything before it is flushed to the file.
+    Flush(Sender<()>),
+}
+
+/// The verdict log: a memory ring plus, optionally, rotated files on disk.
+///
+/// [`record`](Self::record) never waits on the disk; records the writer cannot
+/// keep up with are counted in [`lost`](Self::lost).
+pub struct VerdictLog {
+    // Records are shared between the ring and the writer instead of cloned.
+    ring: Mutex<VecDeque<Arc<FlowRecord>>>,
+    ring_cap: usize,
+    tx: Option<Sender<Msg>>,
+    writer: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl VerdictLog {
+    /// Creates the log. With a directory, creates it, opens the current file and
+    /// starts the writer thread.
+    pub fn new(cfg: LogConfig) -> io::Result<VerdictLog> {
+        let mut log = VerdictLog::memory(cfg.ring);
+        if let Some(dir) = &cfg.dir {
+            fs::create_dir_all(dir)?;
+            let (file, size) = open_current(dir)?;
+            let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAP);
+            let w = Writer::new(&cfg, dir, Some(file), size, log.shared.clone());
+            log.writer = Some(w.spawn(rx)?);
+            log.tx = Some(tx);
+        }
+        Ok(log)
+    }
+
+    fn memory(ring: usize) -> VerdictLog {
+        VerdictLog {
+            ring: Mutex::new(VecDeque::with_capacity(ring.min(CHANNEL_CAP))),
+            ring_cap: ring,
+            tx: None,
+            writer: None,
+            shared: Arc::default(),
+        }
+    }
+
+    /// Adds a record to the ring and hands it to the writer without blocking.
+    pub fn record(&self, r: FlowRecord) {
+        let r = Arc::new(r);
+        if self.ring_cap > 0 {
+            let evicted = {
+                let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+                let old = if ring.len() >= self.ring_cap {
+                    ring.pop_front()
+                } else {
+                    None
+                };
+                ring.push_back(r.clone());
+                old
+            };
+            // Freed outside the lock so the next caller is not held up.
+            drop(evicted);
+        }
+        // Full, or the writer is gone: either way the record misses the file.
+        if let Some(tx) = &self.tx
+            && tx.try_send(Msg::Record(r)).is_err()
+        {
+            self.shared.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The newest `limit` records in the ring that match `f`, newest last.
+    pub fn query(&self, f: &Filter, limit: usize) -> Vec<FlowRecord> {
+        // Only cheap comparisons under the lock; the copies are made after it.
+        let picked: Vec<Arc<FlowRecord>> = {
+            let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+            ring.iter()
+                .rev()
+                .filter(|r| f.matches(r))
+                .take(limit)
+                .cloned()
+                .collect()
+        };
+        picked.into_iter().rev().map(|r| (*r).clone()).collect()
+    }
+
+    /// Records dropped because the writer's queue was full or the writer was gone.
+    pub fn lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// Records flushed to the file.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Records the writer dropped because they could not be encoded or written.
+    pub fn failed(&self) -> u64 {
+        self.shared.failed.load(Ordering::Relaxed)
+    }
+
+    /// Failed disk operations (open, write, flush, rotate).
+    pub fn disk_errors(&self) -> u64 {
+        self.shared.disk_errors.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every record handed to the writer so far has been written
+    /// and flushed (or has failed). Returns at once without a directory.
+    pub fn flush(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        if tx.send(Msg::Flush(ack_tx)).is_ok() {
+            let _ = ack_rx.recv();
+        }
+    }
+}
+
+impl Drop for VerdictLog {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain what is queued and exit.
+        self.tx = None;
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn open_current(dir: &Path) -> io::Result<(BufWriter<File>, u64)> {
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(FILE_NAME))?;
+    let size = f.metadata()?.len();
+    Ok((BufWriter::with_capacity(WRITE_BUF, f), size))
+}
+
+fn rotated_name(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!("{FILE_NAME}.{n}"))
+}
+
+/// The writer thread's state.
+struct Writer {
+    dir: PathBuf,
+    rotate_bytes: u64,
+    keep: usize,
+    out: Option<BufWriter<File>>,
+    /// Size of the current file including what is buffered.
+    size: u64,
+    /// Records buffered since the last successful flush.
+    unflushed: u64,
+    line: Vec<u8>,
+    shared: Arc<Shared>,
+    /// When opening last failed; retries wait so a dead disk is not hammered.
+    open_failed: Option<Instant>,
+    last_warn: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Writer {
+    fn new(
+        cfg: &LogConfig,
+        dir: &Path,
+        out: Option<BufWriter<File>>,
+        size: u64,
+        shared: Arc<Shared>,
+    ) -> Writer {
+        Writer {
+            dir: dir.to_path_buf(),
+            rotate_bytes: cfg.rotate_bytes,
+            keep: cfg.keep,
+            out,
+            size,
+            unflushed: 0,
+            line: Vec::with_capacity(1024),
+            shared,
+            open_failed: None,
+            last_warn: None,
+            suppressed: 0,
+        }
+    }
+
+    fn spawn(self, rx: Receiver<Msg>) -> io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("verdict-log".into())
+            .spawn(move || self.run(rx))
+    }
+
+    fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            let msg = match rx.try_recv() {
+                Ok(m) => m,
+                Err(_) => {
+                    // Momentarily idle: push out what is buffered so `tail -f` sees it.
+                    self.flush();
+                    match rx.recv() {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    }
+                }
+            };
+            match msg {
+                Msg::Record(r) => self.write(&r),
+                Msg::Flush(ack) => {
+                    self.flush();
+                    let _ = ack.send(());
+                }
+            }
+        }
+        self.flush();
+    }
+
+    fn write(&mut self, r: &FlowRecord) {
+        self.line.clear();
+        if let Err(e) = serde_json::to_writer(&mut self.line, r) {
+            self.shared.failed.fetch_add(1, Ordering::Relaxed);
+            self.warn("encode", &e);
+            return;
+        }
+        self.line.push(b'\n');
+        let len = self.line.len() as u64;
+        if self.out.is_some()
+            && self.rotate_bytes > 0
+            && self.size > 0
+            && self.size + len > self.rotate_bytes
+        {
+            self.rotate();
+        }
+        if self.out.is_none() && !self.reopen() {
+            self.shared.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(out) = self.out.as_mut() else { return };
+        self.unflushed += 1;
+        match out.write_all(&self.line) {
+            Ok(()) => self.size += len,
+            Err(e) => self.discard("write", &e),
+        }
+    }
+
+    fn flush(&mut self) {
+        let Some(out) = self.out.as_mut() else { return };
+        match out.flush() {
+            Ok(()) => {
+                self.shared
+                    .written
+                    .fetch_add(self.unflushed, Ordering::Relaxed);
+                self.unflushed = 0;
+            }
+            Err(e) => self.discard("flush", &e),
+        }
+    }
+
+    /// Gives up on the current file after an error; the next record reopens it.
+    fn discard(&mut self, what: &str, e: &dyn fmt::Display) {
+        if let Some(out) = self.out.take() {
+            // Dropped without another flush attempt: the file just failed.
+            let _ = out.into_parts();
+        }
+        self.shared
+            .failed
+            .fetch_add(self.unflushed, Ordering::Relaxed);
+        self.unflushed = 0;
+        self.warn(what, e);
+    }
+
+    fn reopen(&mut self) -> bool {
+        if self.open_failed.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+            return false;
+        }
+        match open_current(&self.dir) {
+            Ok((out, size)) => {
+                self.out = Some(out);
+                self.size = size;
+                self.open_failed = None;
+                true
+            }
+            Err(e) => {
+                self.open_failed = Some(Instant::now());
+                self.warn("open", &e);
+                false
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.flush();
+        // Closed before renaming; the next write opens a fresh file.
+        self.out = None;
+        let cur = self.dir.join(FILE_NAME);
+        let res = if self.keep == 0 {
+            fs::remove_file(&cur)
+        } else {
+            self.shift()
+                .and_then(|()| fs::rename(&cur, rotated_name(&self.dir, 1)))
+        };
+        if let Err(e) = res {
+            self.warn("rotate", &e);
+        }
+    }
+
+    /// Drops the oldest kept file and moves `.i` to `.i+1`, making room for `.1`.
+    fn shift(&self) -> io::Result<()> {
+        let missing_ok = |r: io::Result<()>| match r {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        missing_ok(fs::remove_file(rotated_name(&self.dir, self.keep)))?;
+        for i in (1..self.keep).rev() {
+            missing_ok(fs::rename(
+                rotated_name(&self.dir, i),
+                rotated_name(&self.dir, i + 1),
+            ))?;
+        }
+        Ok(())
+    }
+
+    fn warn(&mut self, what: &str, e: &dyn fmt::Display) {
+        self.shared.disk_errors.fetch_add(1, Ordering::Relaxed);
+        // A failing disk fails on every record; once a minute is enough to notice.
+        if self.last_warn.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        self.last_warn = Some(Instant::now());
+        tracing::warn!(
+            dir = %self.dir.display(),
+            error = %e,
+            suppressed = self.suppressed,
+            "verdict log: {what} failed"
+        );
+        self.suppressed = 0;
+    }
+}
+
+/// Reads the newest `limit` records matching `f` from the files in `dir`:
+/// rotated files oldest first, then the current one, newest last.
+///
+/// Unparsable lines are skipped with a warning; a last line without its newline
+/// is still being written and is skipped silently. A rotation during the read
+/// may make records appear twice or not at all.
+pub fn read_dir(dir: &Path, f: &Filter, limit: usize) -> io::Result<Vec<FlowRecord>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut rotated: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let n = name
+            .to_str()
+            .and_then(|s| s.strip_prefix(FILE_NAME))
+            .and_then(|s| s.strip_prefix('.'))
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(n) = n {
+            rotated.push((n, entry.path()));
+        }
+    }
+    // The highest number is the oldest file.
+    rotated.sort_by_key(|&(n, _)| std::cmp::Reverse(n));
+    let mut out = VecDeque::new();
+    let files = rotated
+        .into_iter()
+        .map(|(_, p)| p)
+        .chain(std::iter::once(dir.join(FILE_NAME)));
+    for path in files {
+        read_file(&path, f, limit, &mut out)?;
+    }
+    Ok(out.into())
+}
+
+fn read_file(
+    path: &Path,
+    f: &Filter,
+    limit: usize,
+    out: &mut VecDeque<FlowRecord>,
+) -> io::Result<()> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        // Rotated away since the directory was listed, or not created yet.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut rd = BufReader::new(file);
+    let mut line = Vec::new();
+    let (mut bad, mut first_bad, mut lineno) = (0u64, 0u64, 0u64);
+    loop {
+        line.clear();
+        if rd.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        lineno += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<FlowRecord>(&line) {
+            Ok(r) if f.matches(&r) => {
+                if out.len() == limit {
+                    out.pop_front();
+                }
+                out.push_back(r);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                if bad == 0 {
+                    first_bad = lineno;
+                }
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        tracing::warn!(
+            file = %path.display(),
+            lines = bad,
+            first = first_bad,
+            "verdict log: skipped unparsable lines"
+        );
+    }
+    Ok(())
+}
+
+/// Parses a point in time for queries: a duration ago ("30s", "10m", "2h 30m")
+/// relative to `now_ms`, or an RFC 3339 UTC time. Returns unix milliseconds.
+pub fn parse_time(s: &str, now_ms: u64) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(d) = humantime::parse_duration(s) {
+        let ago = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        return Ok(now_ms.saturating_sub(ago));
+    }
+    rfc3339_millis(s).map_err(|e| {
+        format!(
+            "{e}: expected a duration ago like 10m or an RFC 3339 time like 2026-11-26T01:02:03Z"
+        )
+    })
+}
+
+/// Current unix time in milliseconds, for callers building records.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_795_000_000_000;
+
+    fn rec(i: u64) -> FlowRecord {
+        FlowRecord {
+            event: "new".into(),
+            workload: "web".into(),
+            mode: "inline".into(),
+            direction: "egress".into(),
+            proto: "tcp".into(),
+            src: "10.0.0.2:40000".into(),
+            dst: "[2001:db8::1]:443".into(),
+            app: "github".into(),
+            category: "dev".into(),
+            host: Some("github.com".into()),
+            how: Some("sni".into()),
+            action: "allow".into(),
+            detail: "allow".into(),
+            enforced: true,
+            rule: "default".into(),
+            packets_out: i,
+            bytes_out: 100 * i,
+            packets_in: 2,
+            bytes_in: 3000,
+            first_seen: T0,
+            updated_at: T0 + i,
+        }
+    }
+
+    fn ids(v: &[FlowRecord]) -> Vec<u64> {
+        v.iter().map(|r| r.packets_out).collect()
+    }
+
+    fn mem(ring: usize) -> VerdictLog {
+        VerdictLog::new(LogConfig {
+            ring,
+            dir: None,
+            rotate_bytes: 0,
+            keep: 0,
+        })
+        .unwrap()
+    }
+
+    fn on_disk(dir: &Path, rotate_bytes: u64, keep: usize) -> VerdictLog {
+        VerdictLog::new(LogConfig {
+            ring: 16,
+            dir: Some(dir.to_path_buf()),
+            rotate_bytes,
+            keep,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn ring_keeps_the_newest() {
+        let log = mem(3);
+        for i in 0..5 {
+            log.record(rec(i));
+        }
+        assert_eq!(ids(&log.query(&Filter::default(), 10)), [2, 3, 4]);
+        assert_eq!(ids(&log.query(&Filter::default(), 2)), [3, 4]);
+        assert!(log.query(&Filter::default(), 0).is_empty());
+        log.flush();
+        assert_eq!((log.lost(), log.written()), (0, 0));
+    }
+
+    #[test]
+    fn ring_of_zero_keeps_nothing() {
+        let log = mem(0);
+        log.record(rec(1));
+        assert!(log.query(&Filter::default(), 10).is_empty());
+    }
+
+    #[test]
+    fn verdict_words() {
+        let mut r = rec(0);
+        assert_eq!(r.verdict(), "allow");
+        r.action = "deny".into();
+        assert_eq!(r.verdict(), "deny");
+        r.enforced = false;
+        assert_eq!(r.verdict(), "would deny");
+        r.action = "allow".into();
+        assert_eq!(r.verdict(), "would allow");
+    }
+
+    #[test]
+    fn filter_fields() {
+        let log = mem(100);
+        let mut a = rec(1);
+        a.workload = "db".into();
+        let mut b = rec(2);
+        b.action = "deny".into();
+        b.detail = "reject".into();
+        let mut c = rec(3);
+        c.action = "deny".into();
+        c.detail = "deny".into();
+        c.enforced = false;
+        c.mode = "mirror".into();
+        let mut d = rec(4);
+        d.detail = "shape".into();
+        d.app = "youtube".into();
+        d.category = "video".into();
+        d.event = "end".into();
+        for r in [a, b, c, d] {
+            log.record(r);
+        }
+        let q = |f: Filter| ids(&log.query(&f, 100));
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(q(Filter::default()), [1, 2, 3, 4]);
+        assert_eq!(
+            q(Filter {
+                workload: s("db"),
+                ..Default::default()
+            }),
+            [1]
+        );
+        assert_eq!(
+            q(Filter {
+                action: s("deny"),
+                ..Default::default()
+            }),
+            [2, 3]
+        );
+        assert_eq!(
+            q(Filter {
+                action: s("reject"),
+                ..Default::default()
+            }),
+            [2]
+        );
+        assert_eq!(
+            q(Filter {
+                action: s("would deny"),
+                ..Default::default()
+            }),
+            [3]
+        );
+        assert_eq!(
+            q(Filter {
+                action: s("would allow"),
+                ..Default::default()
+            }),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            q(Filter {
+                action: s("shape"),
+                ..Default::default()
+            }),
+            [4]
+        );
+        assert_eq!(
+            q(Filter {
+                app: s("youtube"),
+                ..Default::default()
+            }),
+            [4]
+        );
+        assert_eq!(
+            q(Filter {
+                app: s("dev"),
+                ..Default::default()
+            }),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            q(Filter {
+                since: Some(T0 + 2),
+                ..Default::default()
+            }),
+            [2, 3, 4]
+        );
+        assert_eq!(
+            q(Filter {
+                until: Some(T0 + 2),
+                ..Default::default()
+            }),
+            [1, 2]
+        );
+        assert_eq!(
+            q(Filter {
+                event: s("end"),
+                ..Default::default()
+            }),
+            [4]
+        );
+        let both = Filter {
+            workload: s("web"),
+            action: s("deny"),
+            since: Some(T0 + 3),
+            ..Default::default()
+        };
+        assert_eq!(q(both), [3]);
+        // The limit keeps the newest matches.
+        assert_eq!(
+            ids(&log.query(
+                &Filter {
+                    app: s("dev"),
+                    ..Default::default()
+                },
+                2
+            )),
+            [2, 3]
+        );
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let mut r = rec(7);
+        r.enforced = false;
+        r.action = "deny".into();
+        r.first_seen = 1_795_654_923_456;
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.contains(r#""verdict":"would deny""#), "{s}");
+        assert!(s.contains(r#""first_seen":"2026-11-26T"#), "{s}");
+        assert!(s.contains(r#".456Z""#), "{s}");
+        assert_eq!(serde_json::from_str::<FlowRecord>(&s).unwrap(), r);
+
+        r.host = None;
+        r.how = None;
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(!s.contains("host") && !s.contains("how"), "{s}");
+        assert_eq!(serde_json::from_str::<FlowRecord>(&s).unwrap(), r);
+
+        // Plain milliseconds are accepted too.
+        let mut v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        v["updated_at"] = serde_json::json!(T0);
+        let back: FlowRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back.updated_at, T0);
+    }
+
+    #[test]
+    fn json_rejects_times_humantime_cannot_write() {
+        let mut r = rec(0);
+        r.updated_at = MAX_MILLIS;
+        assert!(serde_json::to_string(&r).is_err());
+        r.updated_at = MAX_MILLIS - 1;
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.contains("9999-12-31T23:59:59.999Z"), "{s}");
+        assert_eq!(serde_json::from_str::<FlowRecord>(&s).unwrap(), r);
+    }
+
+    #[test]
+    fn writes_and_drop_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = on_disk(dir.path(), 0, 3);
+        for i in 0..100 {
+            log.record(rec(i));
+        }
+        drop(log);
+        let got = read_dir(dir.path(), &Filter::default(), 1000).unwrap();
+        assert_eq!(ids(&got), (0..100).collect::<Vec<_>>());
+        assert_eq!(got[5], rec(5));
+    }
+
+    #[test]
+    fn appends_to_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..2 {
+            let log = on_disk(dir.path(), 0, 1);
+            log.record(rec(round));
+            log.flush();
+            assert_eq!(log.written(), 1);
+        }
+        let got = read_dir(dir.path(), &Filter::default(), 10).unwrap();
+        assert_eq!(ids(&got), [0, 1]);
+    }
+
+    #[test]
+    fn rotation_keeps_n_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = serde_json::to_vec(&rec(10)).unwrap().len() as u64 + 1;
+        // Room for three records per file.
+        let log = on_disk(dir.path(), line * 3 + 2, 2);
+        for i in 10..40 {
+            log.record(rec(i));
+        }
+        log.flush();
+        assert_eq!((log.written(), log.lost(), log.failed()), (30, 0, 0));
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["verdicts.jsonl", "verdicts.jsonl.1", "verdicts.jsonl.2"]
+        );
+        for name in &names {
+            assert!(fs::metadata(dir.path().join(name)).unwrap().len() <= line * 3 + 2);
+        }
+
+        let cur = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        let cur: Vec<FlowRecord> = cur
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(ids(&cur), [37, 38, 39]);
+
+        let all = read_dir(dir.path(), &Filter::default(), 100).unwrap();
+        assert_eq!(ids(&all), (31..40).collect::<Vec<_>>());
+        let newest = read_dir(dir.path(), &Filter::default(), 4).unwrap();
+        assert_eq!(ids(&newest), [36, 37, 38, 39]);
+        let f = Filter {
+            until: Some(T0 + 35),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&read_dir(dir.path(), &f, 100).unwrap()),
+            [31, 32, 33, 34, 35]
+        );
+    }
+
+    #[test]
+    fn rotation_with_keep_zero_discards() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = serde_json::to_vec(&rec(10)).unwrap().len() as u64 + 1;
+        let log = on_disk(dir.path(), line * 2, 0);
+        for i in 10..15 {
+            log.record(rec(i));
+        }
+        log.flush();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(
+            ids(&read_dir(dir.path(), &Filter::default(), 10).unwrap()),
+            [14]
+        );
+    }
+
+    #[test]
+    fn full_channel_counts_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            ring: 100,
+            dir: Some(dir.path().to_path_buf()),
+            rotate_bytes: 0,
+            keep: 1,
+        };
+        // A writer that has not started yet stands in for a stalled disk.
+        let mut log = VerdictLog::memory(cfg.ring);
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        log.tx = Some(tx);
+        for i in 0..5 {
+            log.record(rec(i));
+        }
+        assert_eq!(log.lost(), 3);
+        // The ring still has everything.
+        assert_eq!(log.query(&Filter::default(), 10).len(), 5);
+
+        let (file, size) = open_current(dir.path()).unwrap();
+        let w = Writer::new(&cfg, dir.path(), Some(file), size, log.shared.clone());
+        log.writer = Some(w.spawn(rx).unwrap());
+        log.flush();
+        assert_eq!(log.written(), 2);
+        log.record(rec(5));
+        log.flush();
+        assert_eq!((log.written(), log.lost()), (3, 3));
+        let got = read_dir(dir.path(), &Filter::default(), 10).unwrap();
+        assert_eq!(ids(&got), [0, 1, 5]);
+    }
+
+    #[test]
+    fn disk_errors_are_counted_and_survived() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let log = on_disk(&dir, 10, 2);
+        log.record(rec(0));
+        log.flush();
+        assert_eq!(log.written(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+        // Rotating fails, then reopening fails; the records are dropped and counted.
+        log.record(rec(1));
+        log.record(rec(2));
+        log.flush();
+        assert_eq!((log.written(), log.failed()), (1, 2));
+        assert!(log.disk_errors() >= 2);
+        fs::create_dir_all(&dir).unwrap();
+        std::thread::sleep(REOPEN_EVERY + Duration::from_millis(100));
+        log.record(rec(3));
+        log.flush();
+        assert_eq!((log.written(), log.failed()), (2, 2));
+        assert_eq!(ids(&read_dir(&dir, &Filter::default(), 10).unwrap()), [3]);
+    }
+
+    #[test]
+    fn read_dir_skips_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = |i| serde_json::to_string(&rec(i)).unwrap();
+        fs::write(
+            dir.path().join("verdicts.jsonl.1"),
+            format!("{}\nnot json\n\n{}\n", good(1), good(2)),
+        )
+        .unwrap();
+        // A half-written last line is still in progress.
+        let partial = &good(4)[..20];
+        fs::write(
+            dir.path().join(FILE_NAME),
+            format!("{}\n\u{fffd}\n{partial}", good(3)),
+        )
+        .unwrap();
+        fs::write(dir.path().join("verdicts.jsonl.x"), "ignored\n").unwrap();
+        let got = read_dir(dir.path(), &Filter::default(), 10).unwrap();
+        assert_eq!(ids(&got), [1, 2, 3]);
+        assert!(read_dir(&dir.path().join("missing"), &Filter::default(), 10).is_err());
+    }
+
+    #[test]
+    fn parse_time_forms() {
+        let now = T0;
+        assert_eq!(parse_time("10m", now), Ok(now - 600_000));
+        assert_eq!(parse_time("30s", now), Ok(now - 30_000));
+        assert_eq!(parse_time(" 2h 30m ", now), Ok(now - 9_000_000));
+        assert_eq!(parse_time("100000y", now), Ok(0));
+        assert_eq!(
+            parse_time("2026-11-26T01:02:03.456Z", now),
+            Ok(1_795_654_923_456)
+        );
+        assert_eq!(
+            parse_time("2026-11-26T01:02:03Z", now),
+            Ok(1_795_654_923_000)
+        );
+        assert!(parse_time("", now).is_err());
+        assert!(parse_time("yesterday", now).is_err());
+        assert!(parse_time("1969-12-31T00:00:00Z", now).is_err());
+    }
+
+    #[test]
+    fn unwritable_dir_fails_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        fs::write(&file, "").unwrap();
+        let cfg = LogConfig {
+            ring: 1,
+            dir: Some(file),
+            rotate_bytes: 0,
+            keep: 0,
+        };
+        assert!(VerdictLog::new(cfg).is_err());
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<VerdictLog>();
+    }
+}

@@ -1,0 +1,495 @@
+//! The flow table: one entry per workload and bidirectional 5-tuple, with light
+//! TCP state, idle timeouts per state, per-direction counters and the cached
+//! verdict later packets take.
+//!
+//! The table is shared by all workers (an east-west flow is seen by the workers
+//! of both workloads) and split into shards, each behind its own mutex, so two
+//! workers rarely meet on one lock. Memory is bounded: each shard holds at most
+//! `capacity / SHARDS` entries; a full shard first drops its expired entries,
+//! then evicts the least recently seen of a small sample, and counts it.
+
+use super::app::{AppId, AppProbe, How};
+use super::firewall::{Action, Direction};
+use super::parse::{IpFacts, tcp_flags};
+use crate::switch::WorkloadId;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// Shards of the table.
+pub const SHARDS: usize = 64;
+/// Entries looked at to pick one to evict from a full shard.
+const EVICT_SAMPLE: usize = 16;
+
+/// A flow as the table keys it: the workload, and the two ends in a canonical
+/// order (lower address/port first) so both directions find one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The workload whose flow this is.
+    pub workload: WorkloadId,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Lower end.
+    pub lo: (IpAddr, u16),
+    /// Higher end.
+    pub hi: (IpAddr, u16),
+}
+
+impl FlowKey {
+    /// The key of a packet's flow, and whether the packet travels from `lo` to `hi`.
+    pub fn of(workload: WorkloadId, ip: &IpFacts<'_>) -> (FlowKey, bool) {
+        let a = (ip.src, ip.src_port);
+        let b = (ip.dst, ip.dst_port);
+        let forward = a <= b;
+        let (lo, hi) = if forward { (a, b) } else { (b, a) };
+        (
+            FlowKey {
+                workload,
+                proto: ip.proto,
+                lo,
+                hi,
+            },
+            forward,
+        )
+    }
+}
+
+/// TCP state, as far as timeouts need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowState {
+    /// Only the initiator has spoken (TCP SYN, or the first UDP/ICMP packet).
+    New,
+    /// Both sides have spoken.
+    Established,
+    /// FIN seen.
+    Closing,
+    /// RST seen, or both FINs.
+    Closed,
+}
+
+/// Idle timeouts, seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP before the answer (half-open).
+    pub tcp_new: u64,
+    /// TCP established.
+    pub tcp_established: u64,
+    /// TCP after FIN or RST.
+    pub tcp_closing: u64,
+    /// UDP.
+    pub udp: u64,
+    /// ICMP and every other protocol.
+    pub other: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_new: 30,
+            tcp_established: 600,
+            tcp_closing: 10,
+            udp: 60,
+            other: 30,
+        }
+    }
+}
+
+impl Timeouts {
+    fn of(&self, proto: u8, state: FlowState) -> u64 {
+        match (proto, state) {
+            (super::parse::proto::TCP, FlowState::New) => self.tcp_new,
+            (super::parse::proto::TCP, FlowState::Established) => self.tcp_established,
+            (super::parse::proto::TCP, _) => self.tcp_closing,
+            (super::parse::proto::UDP, _) => self.udp,
+            _ => self.other,
+        }
+    }
+}
+
+/// Counters of one direction of a flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Packets (a GSO super-frame counts as its segments).
+    pub packets: u64,
+    /// Bytes on the wire.
+    pub bytes: u64,
+}
+
+/// One flow.
+#[derive(Debug)]
+pub struct Flow {
+    /// Seen from the workload: did the first packet come in or go out?
+    pub direction: Direction,
+    /// Does the initiator sit at the key's `lo` end?
+    pub initiator_lo: bool,
+    /// TCP state.
+    pub state: FlowState,
+    /// Unix ms of the first packet.
+    pub first_seen_ms: u64,
+    /// Datapath clock (ms) of the last packet.
+    pub last_seen_ms: u64,
+    /// From the initiator, and towards it.
+    pub tally: [Tally; 2],
+    /// The verdict later packets take.
+    pub action: Action,
+    /// Index of the deciding rule; `None` is the default.
+    pub rule: Option<u32>,
+    /// Rule set generation the verdict was made under.
+    pub generation: u64,
+    /// Limiters of the action, by packet direction (0 from the workload, 1 towards it).
+    pub limiters: Option<super::inspect::Limiters>,
+    /// The workload's bandwidth limiters, when it has a limit.
+    pub bandwidth: Option<super::inspect::Limiters>,
+    /// The application, once named.
+    pub app: AppId,
+    /// How it was named.
+    pub how: Option<How>,
+    /// The host name it was named from.
+    pub host: Option<Box<str>>,
+    /// Content inspection still under way.
+    pub probe: Option<AppProbe>,
+    /// Mirror mode: the verdict is recorded, not enforced.
+    pub mirror: bool,
+    /// Reporting state, owned by the sweeper.
+    pub report: Report,
+}
+
+/// What the sweeper has already reported of a flow.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Report {
+    /// The "new" record was written.
+    pub announced: bool,
+    /// The verdict changed since the last record.
+    pub changed: bool,
+    /// Counters already added to the windows.
+    pub counted: [Tally; 2],
+    /// Datapath clock (ms) of the last record.
+    pub logged_ms: u64,
+}
+
+impl Flow {
+    /// Adds one packet's counters and moves the TCP state on.
+    pub fn account(
+        &mut self,
+        from_initiator: bool,
+        packets: u64,
+        bytes: u64,
+        flags: u8,
+        now_ms: u64,
+    ) {
+        let t = &mut self.tally[usize::from(!from_initiator)];
+        t.packets += packets;
+        t.bytes += bytes;
+        self.last_seen_ms = now_ms;
+        self.state = match self.state {
+            _ if flags & tcp_flags::RST != 0 => FlowState::Closed,
+            FlowState::Closing if flags & tcp_flags::FIN != 0 => FlowState::Closed,
+            FlowState::New | FlowState::Established if flags & tcp_flags::FIN != 0 => {
+                FlowState::Closing
+            }
+            FlowState::New if !from_initiator => FlowState::Established,
+            s => s,
+        };
+    }
+
+    /// True when the flow has been idle longer than its state allows.
+    pub fn expired(&self, proto: u8, t: &Timeouts, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_seen_ms) > t.of(proto, self.state) * 1000
+    }
+}
+
+/// Why the sweeper hands a flow to its visitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    /// Still alive.
+    Live,
+    /// Idle past its timeout; removed after the visit.
+    Expired,
+}
+
+/// Counters of the table.
+#[derive(Debug, Default)]
+pub struct TableCounters {
+    /// Flows created.
+    pub created: AtomicU64,
+    /// Flows evicted from a full shard.
+    pub evicted: AtomicU64,
+    /// Flows expired.
+    pub expired: AtomicU64,
+}
+
+/// The shared flow table.
+pub struct FlowTable {
+    shards: Box<[Mutex<FxHashMap<FlowKey, Flow>>]>,
+    per_shard: usize,
+    hasher: rustc_hash::FxBuildHasher,
+    /// Creation, eviction and expiry counts.
+    pub counters: TableCounters,
+    /// Flows evicted but not yet reported, drained by the sweeper.
+    evicted: Mutex<Vec<(FlowKey, Flow)>>,
+}
+
+impl std::fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("capacity", &self.capacity())
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl FlowTable {
+    /// A table of at most `capacity` flows.
+    pub fn new(capacity: usize) -> FlowTable {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        FlowTable {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(FxHashMap::default()))
+                .collect(),
+            per_shard,
+            hasher: rustc_hash::FxBuildHasher,
+            counters: TableCounters::default(),
+            evicted: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Most flows the table holds.
+    pub fn capacity(&self) -> usize {
+        self.per_shard * SHARDS
+    }
+
+    /// Bytes one flow takes: key, entry and the hash map's control byte (an
+    /// application probe that is reassembling holds up to 16 KiB more).
+    pub const fn bytes_per_flow() -> usize {
+        std::mem::size_of::<(FlowKey, Flow)>() + 1
+    }
+
+    /// The shard holding `key`, locked.
+    pub fn shard(&self, key: &FlowKey) -> MutexGuard<'_, FxHashMap<FlowKey, Flow>> {
+        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes room for one more flow in a locked shard: drops expired entries,
+    /// then evicts the least recently seen of a sample.
+    pub fn make_room(
+        &self,
+        shard: &mut FxHashMap<FlowKey, Flow>,
+        timeouts: &Timeouts,
+        now_ms: u64,
+    ) {
+        if shard.len() < self.per_shard {
+            return;
+        }
+        let before = shard.len();
+        let mut gone = Vec::new();
+        shard.retain(|k, f| {
+            if f.expired(k.proto, timeouts, now_ms) {
+                gone.push((*k, std::mem::replace(f, placeholder())));
+                false
+            } else {
+                true
+            }
+        });
+        self.counters
+            .expired
+            .fetch_add((before - shard.len()) as u64, Ordering::Relaxed);
+        if shard.len() >= self.per_shard
+            && let Some(victim) = shard
+                .iter()
+                .take(EVICT_SAMPLE)
+                .min_by_key(|(_, f)| f.last_seen_ms)
+                .map(|(k, _)| *k)
+            && let Some(f) = shard.remove(&victim)
+        {
+            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+            gone.push((victim, f));
+        }
+        // Expired and evicted flows still get their closing record.
+        let mut ev = self.evicted.lock().unwrap_or_else(|e| e.into_inner());
+        if ev.len() < 65_536 {
+            ev.extend(gone);
+        }
+    }
+
+    /// Flows in the table.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    /// True when no flow is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Visits every flow (one shard locked at a time), then removes the expired
+    /// ones. Flows removed to make room since the last sweep are visited as expired.
+    pub fn sweep(
+        &self,
+        timeouts: &Timeouts,
+        now_ms: u64,
+        mut visit: impl FnMut(&FlowKey, &mut Flow, Sweep),
+    ) {
+        let gone = std::mem::take(&mut *self.evicted.lock().unwrap_or_else(|e| e.into_inner()));
+        for (k, mut f) in gone {
+            visit(&k, &mut f, Sweep::Expired);
+        }
+        for s in self.shards.iter() {
+            let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+            let before = s.len();
+            s.retain(|k, f| {
+                let exp = f.expired(k.proto, timeouts, now_ms);
+                visit(k, f, if exp { Sweep::Expired } else { Sweep::Live });
+                !exp
+            });
+            self.counters
+                .expired
+                .fetch_add((before - s.len()) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Visits every live flow, one shard locked at a time.
+    pub fn visit(&self, mut visit: impl FnMut(&FlowKey, &Flow)) {
+        for s in self.shards.iter() {
+            for (k, f) in s.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                visit(k, f);
+            }
+        }
+    }
+
+    /// Removes every flow of a workload (it was detached).
+    pub fn forget(&self, wl: WorkloadId) {
+        for s in self.shards.iter() {
+            s.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|k, _| k.workload != wl);
+        }
+    }
+}
+
+fn placeholder() -> Flow {
+    Flow {
+        direction: Direction::Egress,
+        initiator_lo: true,
+        state: FlowState::Closed,
+        first_seen_ms: 0,
+        last_seen_ms: 0,
+        tally: Default::default(),
+        action: Action::Allow,
+        rule: None,
+        generation: 0,
+        limiters: None,
+        bandwidth: None,
+        app: AppId::UNKNOWN,
+        how: None,
+        host: None,
+        probe: None,
+        mirror: false,
+        report: Report::default(),
+    }
+}
+
+impl Flow {
+    /// A fresh flow whose first packet came from `initiator_lo`'s end.
+    pub fn new(direction: Direction, initiator_lo: bool, first_seen_ms: u64, now_ms: u64) -> Flow {
+        Flow {
+            direction,
+            initiator_lo,
+            state: FlowState::New,
+            first_seen_ms,
+            last_seen_ms: now_ms,
+            ..placeholder()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::parse::Fragment;
+
+    fn ip(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16) -> IpFacts<'static> {
+        IpFacts {
+            src: IpAddr::from(src),
+            dst: IpAddr::from(dst),
+            proto: 6,
+            src_port: sp,
+            dst_port: dp,
+            flags: 0,
+            seq: 0,
+            payload: &[],
+            fragment: Fragment::No,
+            nd: None,
+        }
+    }
+
+    #[test]
+    fn both_directions_share_a_key() {
+        let w = WorkloadId(1);
+        let (a, fa) = FlowKey::of(w, &ip([10, 0, 0, 2], 4000, [10, 0, 0, 1], 80));
+        let (b, fb) = FlowKey::of(w, &ip([10, 0, 0, 1], 80, [10, 0, 0, 2], 4000));
+        assert_eq!(a, b);
+        assert_ne!(fa, fb);
+        let (c, _) = FlowKey::of(WorkloadId(2), &ip([10, 0, 0, 1], 80, [10, 0, 0, 2], 4000));
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn tcp_state_and_timeouts() {
+        let t = Timeouts::default();
+        let mut f = Flow::new(Direction::Egress, true, 0, 0);
+        f.account(true, 1, 60, tcp_flags::SYN, 0);
+        assert_eq!(f.state, FlowState::New);
+        assert!(f.expired(6, &t, 31_000));
+        f.account(false, 1, 60, tcp_flags::SYN | tcp_flags::ACK, 10);
+        assert_eq!(f.state, FlowState::Established);
+        assert!(!f.expired(6, &t, 31_000));
+        f.account(true, 1, 60, tcp_flags::FIN | tcp_flags::ACK, 20);
+        assert_eq!(f.state, FlowState::Closing);
+        f.account(false, 1, 60, tcp_flags::FIN | tcp_flags::ACK, 30);
+        assert_eq!(f.state, FlowState::Closed);
+        assert!(f.expired(6, &t, 10_031));
+        assert_eq!(
+            f.tally[0],
+            Tally {
+                packets: 2,
+                bytes: 120
+            }
+        );
+        assert_eq!(
+            f.tally[1],
+            Tally {
+                packets: 2,
+                bytes: 120
+            }
+        );
+    }
+
+    #[test]
+    fn full_table_evicts_and_counts() {
+        let table = FlowTable::new(SHARDS); // one flow per shard
+        let t = Timeouts::default();
+        for port in 0..200u16 {
+            let (k, fwd) = FlowKey::of(WorkloadId(0), &ip([10, 0, 0, 2], port, [10, 0, 0, 1], 80));
+            let mut s = table.shard(&k);
+            if !s.contains_key(&k) {
+                table.make_room(&mut s, &t, port as u64);
+                s.insert(k, Flow::new(Direction::Egress, fwd, 0, port as u64));
+            }
+        }
+        assert!(table.len() <= table.capacity());
+        let evicted = table.counters.evicted.load(Ordering::Relaxed);
+        assert_eq!(evicted as usize, 200 - table.len());
+        let mut seen = 0;
+        table.sweep(&t, 200, |_, _, s| seen += (s == Sweep::Expired) as usize);
+        assert_eq!(seen, evicted as usize);
+    }
+}

@@ -1,0 +1,206 @@
+//! Anti-spoofing: a workload port only accepts frames from the workload's own
+//! MAC(s) and IP(s). Addresses are learned at attach (the pod's `eth0`) or
+//! configured; a workload with no known MAC falls back to the per-port MAC limit,
+//! and one with no known IP of a family has no IP check for that family's
+//! *unspecified* and link-local sources only (see [`Identity::check`]).
+
+use super::parse::{L3, Packet};
+use super::verdict::DropReason;
+use crate::switch::Mac;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The addresses a workload may send from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Its MACs; empty: any (the MAC limit still applies).
+    #[serde(default)]
+    pub macs: Vec<Mac>,
+    /// Its IPs; empty: any.
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
+}
+
+impl Identity {
+    /// True when anything is known (and so anything is checked).
+    pub fn is_known(&self) -> bool {
+        !self.macs.is_empty() || !self.ips.is_empty()
+    }
+
+    fn mac_ok(&self, m: &Mac) -> bool {
+        self.macs.is_empty() || self.macs.contains(m)
+    }
+
+    /// May the workload use `ip` as a source address? The unspecified address
+    /// (DHCP, duplicate address detection) always; an IPv6 link-local address
+    /// when it is the EUI-64 address of one of its MACs (the kernel's default).
+    fn ip_ok(&self, ip: &IpAddr) -> bool {
+        if self.ips.is_empty() || ip.is_unspecified() || self.ips.contains(ip) {
+            return true;
+        }
+        match ip {
+            IpAddr::V6(v6) => self.macs.iter().any(|m| eui64(m) == *v6),
+            IpAddr::V4(_) => false,
+        }
+    }
+
+    /// Checks a frame that came from the workload. `Err` names the reason.
+    pub fn check(&self, p: &Packet<'_>) -> Result<(), DropReason> {
+        if !self.mac_ok(&p.src_mac) {
+            return Err(DropReason::SpoofMac);
+        }
+        match &p.l3 {
+            L3::Arp {
+                sender_mac,
+                sender_ip,
+            } => {
+                if !self.mac_ok(sender_mac) || !self.ip_ok(&IpAddr::V4(*sender_ip)) {
+                    return Err(DropReason::SpoofArp);
+                }
+            }
+            L3::Ip(ip) => {
+                if !self.ip_ok(&ip.src) {
+                    return Err(DropReason::SpoofIp);
+                }
+                if let Some(nd) = &ip.nd {
+                    let lladdr_ok = nd.lladdr.is_none_or(|m| self.mac_ok(&m));
+                    // A solicitation's target is the address asked about, not claimed.
+                    let target_ok = !nd.advert || self.ip_ok(&IpAddr::V6(nd.target));
+                    if !lladdr_ok || !target_ok {
+                        return Err(DropReason::SpoofNd);
+                    }
+                }
+            }
+            L3::Other => {}
+        }
+        Ok(())
+    }
+}
+
+/// The link-local address the kernel derives from a MAC (EUI-64).
+pub fn eui64(m: &Mac) -> Ipv6Addr {
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::parse::parse;
+    use crate::port::VnetHdr;
+    use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder};
+
+    const MAC: Mac = [2, 0, 0, 0, 0, 1];
+
+    fn me() -> Identity {
+        Identity {
+            macs: vec![MAC],
+            ips: vec!["10.0.0.2".parse().unwrap()],
+        }
+    }
+
+    fn udp(src_mac: Mac, src: [u8; 4]) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(src_mac, [2, 0, 0, 0, 0, 9])
+            .ipv4(src, [10, 0, 0, 1], 64)
+            .udp(1, 2)
+            .write(&mut v, b"x")
+            .unwrap();
+        v
+    }
+
+    fn arp(src_mac: Mac, sender_ip: [u8; 4]) -> Vec<u8> {
+        let mut v = Vec::new();
+        let a = ArpPacket::new(
+            ArpHardwareId::ETHERNET,
+            EtherType::IPV4,
+            ArpOperation::REPLY,
+            &src_mac,
+            &sender_ip,
+            &[2, 0, 0, 0, 0, 9],
+            &[10, 0, 0, 1],
+        )
+        .unwrap();
+        PacketBuilder::ethernet2(src_mac, [2, 0, 0, 0, 0, 9])
+            .arp(a)
+            .write(&mut v)
+            .unwrap();
+        v
+    }
+
+    fn na(src_mac: Mac, target: Ipv6Addr) -> Vec<u8> {
+        let mut msg = vec![0u8; 24];
+        msg[8..24].copy_from_slice(&target.octets());
+        msg.extend_from_slice(&[2, 1]);
+        msg.extend_from_slice(&src_mac);
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(src_mac, [0x33, 0x33, 0, 0, 0, 1])
+            .ipv6(
+                eui64(&src_mac).octets(),
+                [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                255,
+            )
+            .icmpv6(etherparse::Icmpv6Type::NeighborAdvertisement(
+                etherparse::icmpv6::NeighborAdvertisementHeader {
+                    router: false,
+                    solicited: false,
+                    r#override: true,
+                },
+            ))
+            .write(&mut v, &msg[8..])
+            .unwrap();
+        v
+    }
+
+    fn judge(id: &Identity, f: &[u8]) -> Result<(), DropReason> {
+        id.check(&parse(f, &VnetHdr::default()).unwrap())
+    }
+
+    #[test]
+    fn own_addresses_pass() {
+        assert_eq!(judge(&me(), &udp(MAC, [10, 0, 0, 2])), Ok(()));
+        assert_eq!(judge(&me(), &udp(MAC, [0, 0, 0, 0])), Ok(()));
+        assert_eq!(judge(&me(), &arp(MAC, [10, 0, 0, 2])), Ok(()));
+    }
+
+    #[test]
+    fn foreign_addresses_are_dropped_by_reason() {
+        assert_eq!(
+            judge(&me(), &udp([2, 0, 0, 0, 0, 7], [10, 0, 0, 2])),
+            Err(DropReason::SpoofMac)
+        );
+        assert_eq!(
+            judge(&me(), &udp(MAC, [10, 0, 0, 3])),
+            Err(DropReason::SpoofIp)
+        );
+        assert_eq!(
+            judge(&me(), &arp(MAC, [10, 0, 0, 1])),
+            Err(DropReason::SpoofArp)
+        );
+        let other: Ipv6Addr = "fd00::5".parse().unwrap();
+        assert_eq!(judge(&me(), &na(MAC, other)), Err(DropReason::SpoofNd));
+        assert_eq!(judge(&me(), &na(MAC, eui64(&MAC))), Ok(()));
+    }
+
+    #[test]
+    fn unknown_identity_checks_nothing() {
+        let id = Identity::default();
+        assert_eq!(judge(&id, &udp([2, 0, 0, 0, 0, 7], [10, 9, 9, 9])), Ok(()));
+    }
+}
