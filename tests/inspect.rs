@@ -36,6 +36,49 @@ impl Drop for Bg {
     }
 }
 
+/// A tiny HTTP server bound to `ip:port` inside `ns`: answers every request
+/// with 200 and a short body, one thread per connection; stops when dropped.
+struct Web {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Web {
+    fn start(ns: &str, ip: &str, port: u16) -> Web {
+        let addr = format!("{ip}:{port}");
+        let l = guardwire::steer::netns::run_in(ns, move || std::net::TcpListener::bind(addr))
+            .expect("bind in namespace");
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        std::thread::spawn(move || {
+                            use std::io::{Read, Write};
+                            let _ = c.set_nonblocking(false);
+                            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                            let mut buf = [0u8; 4096];
+                            let _ = c.read(&mut buf);
+                            let _ = c.write_all(
+                                b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                            );
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Web { stop }
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn call(n: &Node, req: &Request) -> Result<serde_json::Value, String> {
     api::call(Path::new(n.var("GW_SOCK")), req)
 }
@@ -96,18 +139,8 @@ fn deny_and_reject_rules_block_and_are_logged() {
     let n = Node::up("tin1", &["--pods", "2"]);
     let peer = n.var("PEER_IP").to_string();
     let ns_peer = n.var("NS_PEER").to_string();
-    let _web = Bg::start(
-        &ns_peer,
-        &["python3", "-m", "http.server", "8080", "--bind", &peer],
-    );
-    let _web2 = Bg::start(
-        &ns_peer,
-        &["python3", "-m", "http.server", "8081", "--bind", &peer],
-    );
-    wait_for(
-        || listening(&n, &ns_peer, 8080) && listening(&n, &ns_peer, 8081),
-        "web servers",
-    );
+    let _web = Web::start(&ns_peer, &peer, 8080);
+    let _web2 = Web::start(&ns_peer, &peer, 8081);
     let url = format!("http://{peer}:8080/");
     let url2 = format!("http://{peer}:8081/");
     assert!(
@@ -344,22 +377,30 @@ fn sni_rule_blocks_one_site_and_not_another() {
         .status()
         .expect("openssl");
     assert!(st.success());
-    let _tls = Bg::start(
-        &ns_peer,
-        &[
-            "openssl",
-            "s_server",
-            "-quiet",
-            "-www",
-            "-accept",
-            "443",
-            "-cert",
-            cert.to_str().unwrap(),
-            "-key",
-            key.to_str().unwrap(),
-        ],
+    // openssl s_server serves one connection at a time, and a blocked client
+    // leaves its connection hanging: one server per site.
+    let tls = |port: &str| {
+        Bg::start(
+            &ns_peer,
+            &[
+                "openssl",
+                "s_server",
+                "-quiet",
+                "-www",
+                "-accept",
+                port,
+                "-cert",
+                cert.to_str().unwrap(),
+                "-key",
+                key.to_str().unwrap(),
+            ],
+        )
+    };
+    let (_allowed, _blocked) = (tls("443"), tls("8443"));
+    wait_for(
+        || listening(&n, &ns_peer, 443) && listening(&n, &ns_peer, 8443),
+        "TLS servers",
     );
-    wait_for(|| listening(&n, &ns_peer, 443), "TLS server");
     push(
         &n,
         r#"
@@ -370,15 +411,21 @@ app = "blocked-site"
 action = "deny"
 "#,
     );
-    let site = |name: &str| {
-        let resolve = format!("{name}:443:{peer}");
-        let url = format!("https://{name}/");
+    let site = |name: &str, port: u16| {
+        let resolve = format!("{name}:{port}:{peer}");
+        let url = format!("https://{name}:{port}/");
         curl(&n, &n.pod_ns(1), &["-k", "--resolve", &resolve, &url])
     };
-    assert!(site("www.allowed.example"), "the allowed site was blocked");
-    assert!(!site("www.blocked.example"), "the blocked site got through");
     assert!(
-        site("www.allowed.example"),
+        site("www.allowed.example", 443),
+        "the allowed site was blocked"
+    );
+    assert!(
+        !site("www.blocked.example", 8443),
+        "the blocked site got through"
+    );
+    assert!(
+        site("www.allowed.example", 443),
         "the allowed site was blocked afterwards"
     );
     let r = wait_record(
