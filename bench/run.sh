@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: direct veth / Linux bridge / tc redirect / guardwire / OVS netdev /
-# guardwire polling (spin_us).
-# Usage: bench/run.sh [--rounds N] [--duration S] [--modes a,b,c,d,e,f] [--quick]
+# guardwire polling (spin_us) / guardwire with inspection off.
+# Usage: bench/run.sh [--rounds N] [--duration S] [--modes a,b,c,d,e,f,g] [--quick]
 # Needs root. Everything runs in network namespaces named gwb-*, removed on exit.
 set -uo pipefail
 
@@ -14,7 +14,7 @@ GW_SOCK=$GW_SOCK_DIR/guardwire.sock
 
 ROUNDS=3
 DURATION=5
-MODES=a,b,c,d,e,f
+MODES=a,b,c,d,e,f,g
 GW_POLL_SPIN_US=2000   # mode (f): [datapath] spin_us
 TRAFGEN_CPUS=${GWB_TRAFGEN_CPUS:-1}
 
@@ -42,9 +42,9 @@ done
 MODE_LIST=()
 IFS=, read -r -a _m <<<"$MODES"
 for m in "${_m[@]}"; do
-    case $m in a|b|c|d|e|f) ;; "") continue ;; *) echo "unknown mode: $m (a..f)" >&2; exit 2 ;; esac
+    case $m in a|b|c|d|e|f|g) ;; "") continue ;; *) echo "unknown mode: $m (a..g)" >&2; exit 2 ;; esac
 done
-for m in a b c d e f; do   # canonical order, no duplicates
+for m in a b c d e f g; do   # canonical order, no duplicates
     case ",$MODES," in *",$m,"*) MODE_LIST+=("$m") ;; esac
 done
 [ ${#MODE_LIST[@]} -gt 0 ] || { echo "no modes" >&2; exit 2; }
@@ -207,9 +207,10 @@ mode_c_down() {
 
 declare -A GW_STARTS=()   # mode -> guardwire starts so far
 GW_TAG=""                 # log name of the running instance: MODE.rN
-# gw_up MODE [SPIN_US]: start guardwire for MODE (d: default config; f: with spin_us).
+# gw_up MODE [SPIN_US] [INSPECT]: start guardwire for MODE (d: default config with
+# 1000 firewall rules; f: with spin_us; g: INSPECT=off, validation and switching only).
 gw_up() {
-    local m=$1 spin=${2:-} i
+    local m=$1 spin=${2:-} inspect=${3:-on} i
     if [ ! -x "$GW_BIN" ]; then
         DISABLED[$m]="binary $GW_BIN not found (build it first)"
         return 1
@@ -217,6 +218,20 @@ gw_up() {
     GW_STARTS[$m]=$(( ${GW_STARTS[$m]:-0} + 1 ))
     GW_TAG=$m.r${GW_STARTS[$m]}
     local cfg=$WORK/guardwire-$m.toml log=$LOGS/guardwire-$GW_TAG.log
+    local rules=$WORK/rules-1k.toml inspect_cfg
+    if [ "$inspect" = off ]; then
+        inspect_cfg="enabled = false"
+    else
+        # A realistic rule set that the bench traffic never matches.
+        if [ ! -e "$rules" ]; then
+            { echo 'default = "allow"'
+              for i in $(seq 0 999); do
+                  printf '[[rule]]\nproto = "tcp"\ndst = "10.99.%d.%d"\ndst_ports = %d\naction = "deny"\n' \
+                      $((i / 250)) $((i % 250)) $((1000 + i))
+              done; } >"$rules"
+        fi
+        inspect_cfg="rules = \"$rules\""
+    fi
     cat >"$cfg" <<EOF
 [node]
 name = "bench"
@@ -225,6 +240,8 @@ state_dir = "$WORK/state-$1"
 [datapath]
 workers = 1
 ${spin:+spin_us = $spin}
+[inspect]
+$inspect_cfg
 [[workload]]
 name = "pod"
 kind = "pod"
@@ -278,6 +295,8 @@ mode_d_up() { gw_up d; }
 mode_d_down() { gw_down; }
 mode_f_up() { gw_up f "$GW_POLL_SPIN_US"; }
 mode_f_down() { gw_down; }
+mode_g_up() { gw_up g "" off; }
+mode_g_down() { gw_down; }
 
 OVS_ROUND=0
 mode_e_up() {
@@ -519,7 +538,7 @@ run_mode() {   # run_mode MODE ROUND
 # ---------------------------------------------------------------- main
 log "work dir $WORK; rounds $ROUNDS, duration ${DURATION}s, modes $MODES"
 GW_INFO=""
-case ",$MODES," in *,d,*|*,f,*)
+case ",$MODES," in *,d,*|*,f,*|*,g,*)
     if [ -x "$GW_BIN" ]; then
         # Run a snapshot: a rebuild during the run must not change what is measured.
         GW_INFO="$GW_BIN built $(stat -c '%y' "$GW_BIN" | cut -d. -f1), sha256 $(sha256sum "$GW_BIN" | cut -c1-12)"
@@ -527,7 +546,7 @@ case ",$MODES," in *,d,*|*,f,*)
         cp "$GW_BIN" "$WORK/guardwire" && GW_BIN=$WORK/guardwire
         log "guardwire: $GW_INFO"
     else
-        for m in d f; do
+        for m in d f g; do
             case ",$MODES," in *",$m,"*)
                 DISABLED[$m]="binary $GW_BIN not found (build it first)"; log "mode ($m): ${DISABLED[$m]}" ;;
             esac

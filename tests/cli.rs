@@ -54,7 +54,12 @@ fn the_example_configs_are_valid() {
         if p.extension().is_some_and(|e| e == "toml")
             && p.file_name().is_some_and(|n| n != "apps.toml")
         {
-            let o = gw(&["check", "--config", p.to_str().unwrap()]);
+            // Rule files have their own check; node configs the daemon's.
+            let o = if p.file_name().is_some_and(|n| n == "rules.toml") {
+                gw(&["rules", "check", p.to_str().unwrap()])
+            } else {
+                gw(&["check", "--config", p.to_str().unwrap()])
+            };
             assert!(
                 o.status.success(),
                 "{}: {}",
@@ -106,4 +111,20 @@ fn stats_without_daemon_says_so() {
     let o = gw(&["stats", "--socket", "/nonexistent/gw.sock"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach guardwire"));
+}
+
+#[test]
+fn a_bad_rule_file_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("rules.toml");
+    std::fs::write(
+        &p,
+        "default = \"allow\"\n\n[[rule]]\nid = \"web\"\nproto = \"tcp\"\ndst_ports = \"443-80\"\naction = \"deny\"\n",
+    )
+    .unwrap();
+    let o = gw(&["rules", "check", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("rules.toml:6:"), "{e}");
+    assert!(e.contains("dst_ports"), "{e}");
 }

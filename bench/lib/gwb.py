@@ -20,8 +20,9 @@ MODES = {
     "d": "guardwire",
     "e": "OVS netdev (userspace TSO)",
     "f": "guardwire, polling",
+    "g": "guardwire, inspection off",
 }
-GW_MODES = ("d", "f")  # modes that run guardwire: CPU figures and target checks
+GW_MODES = ("d", "f", "g")  # modes that run guardwire: CPU figures and target checks
 
 # key, label, unit/format, better ("hi"/"lo"/None)
 FIGURES = [
@@ -284,8 +285,9 @@ def cmd_report(raw, out_md, out_json, kvs):
         lines.append("")
     for m in gw_run:
         spin = meta.get("gw_poll_spin_us")
-        what = {"d": "default config",
-                "f": f"polling, `spin_us = {spin}`" if spin else "polling"}[m]
+        what = {"d": "default config, inspection on with 1000 rules",
+                "f": f"polling, `spin_us = {spin}`" if spin else "polling",
+                "g": "inspection off"}[m]
         mchecks = target_checks(med[m], ref_c, ref_e)
         checks += [{"mode": m, **c} for c in mchecks]
         lines.append(f"### ({m}) guardwire, {what}")
@@ -294,6 +296,24 @@ def cmd_report(raw, out_md, out_json, kvs):
         lines.append("|---|---|---|")
         for c in mchecks:
             lines.append(f"| {c['check']} | {c['result']} | {c['detail']} |")
+        lines.append("")
+
+    if "d" in med and "g" in med:
+        # The cost of inspection: the full pipeline (d) against the same build
+        # with inspection off (g), measured in the same run.
+        lines.append("## inspection cost: (d) full pipeline vs (g) inspection off")
+        lines.append("")
+        lines.append("| figure | (d) | (g) | (d)/(g) | target >= 0.90 |")
+        lines.append("|---|---|---|---|---|")
+        for key, label, f_, better in FIGURES:
+            if key not in ("tcp1_gbps", "tcp4_gbps", "pps_rx_k"):
+                continue
+            r = ratio(med["d"].get(key), med["g"].get(key))
+            res = "n/a" if r is None else ("PASS" if r >= 0.90 else "FAIL")
+            checks.append({"mode": "d/g", "check": f"{label} (d) >= 0.90x (g)", "result": res,
+                           "detail": fmt(r, "{:.2f}x")})
+            lines.append(f"| {label} | {fmt(med['d'].get(key), f_)} | {fmt(med['g'].get(key), f_)} "
+                         f"| {fmt(r, '{:.2f}x')} | {res} |")
         lines.append("")
 
     text = "\n".join(lines) + "\n"

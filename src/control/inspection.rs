@@ -399,6 +399,10 @@ pub fn record(
             Some(i) => format!("#{i}"),
             None => "default".to_string(),
         },
+        logged_by: f
+            .logged_by
+            .filter(|_| f.generation == pl.generation)
+            .map(|i| pl.rules.rule_id(i).to_string()),
         packets_out: f.tally[0].packets,
         bytes_out: f.tally[0].bytes,
         packets_in: f.tally[1].packets,

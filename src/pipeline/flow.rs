@@ -139,6 +139,8 @@ pub struct Flow {
     pub action: Action,
     /// Index of the deciding rule; `None` is the default.
     pub rule: Option<u32>,
+    /// Index of a `log` rule that matched before the deciding one.
+    pub logged_by: Option<u32>,
     /// Rule set generation the verdict was made under.
     pub generation: u64,
     /// Limiters of the action, by packet direction (0 from the workload, 1 towards it).
@@ -385,6 +387,7 @@ fn placeholder() -> Flow {
         tally: Default::default(),
         action: Action::Allow,
         rule: None,
+        logged_by: None,
         generation: 0,
         limiters: None,
         bandwidth: None,

@@ -355,6 +355,7 @@ impl Inspector {
         };
         flow.action = d.action;
         flow.rule = d.rule;
+        flow.logged_by = d.logged_by;
         flow.generation = pl.generation;
         flow.bandwidth = self.bandwidth_of(ctx.name);
     }

@@ -13,6 +13,7 @@
 pub mod app;
 pub mod firewall;
 pub mod flow;
+pub mod fuzz;
 pub mod inspect;
 pub mod parse;
 pub mod police;

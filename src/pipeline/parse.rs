@@ -334,3 +334,90 @@ fn classify(e: &SliceError) -> Malformed {
         SliceError::Tcp(_) => Malformed::Tcp,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{IpHeaders, Ipv4Header, PacketBuilder};
+
+    fn ipv4_fragment(offset_units: u16, more: bool) -> Vec<u8> {
+        let mut h = Ipv4Header::new(
+            16,
+            64,
+            etherparse::IpNumber::UDP,
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+        )
+        .unwrap();
+        h.fragment_offset = etherparse::IpFragOffset::try_new(offset_units).unwrap();
+        h.more_fragments = more;
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ip(IpHeaders::Ipv4(h, Default::default()))
+            .udp(1000, 2000)
+            .write(&mut v, &[1, 2, 3, 4, 5, 6, 7, 8])
+            .unwrap();
+        v
+    }
+
+    fn ip(p: Packet<'_>) -> IpFacts<'_> {
+        match p.l3 {
+            L3::Ip(ip) => ip,
+            other => panic!("not IP: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fragments_first_and_later() {
+        let first = ipv4_fragment(0, true);
+        let f = ip(parse(&first, &VnetHdr::default()).unwrap());
+        assert_eq!(f.fragment, Fragment::First);
+        let later = ipv4_fragment(100, false);
+        let f = ip(parse(&later, &VnetHdr::default()).unwrap());
+        assert_eq!(f.fragment, Fragment::Later);
+        assert_eq!(
+            (f.src_port, f.dst_port),
+            (0, 0),
+            "a later fragment has no ports"
+        );
+        assert!(f.payload.is_empty());
+    }
+
+    #[test]
+    fn qinq_is_parsed_through_both_tags() {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .double_vlan(
+                etherparse::VlanId::try_new(10).unwrap(),
+                etherparse::VlanId::try_new(20).unwrap(),
+            )
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1, 443, 0, 100)
+            .write(&mut v, b"x")
+            .unwrap();
+        let f = ip(parse(&v, &VnetHdr::default()).unwrap());
+        assert_eq!((f.proto, f.dst_port), (proto::TCP, 443));
+        // Cut inside the inner tag.
+        assert_eq!(
+            parse(&v[..20], &VnetHdr::default()).unwrap_err(),
+            Malformed::Vlan
+        );
+    }
+
+    #[test]
+    fn ipv6_extension_chain_cut_short() {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv6([0xfd; 16], [0xfe; 16], 64)
+            .udp(1, 2)
+            .write(&mut v, b"abc")
+            .unwrap();
+        // Make the next header a hop-by-hop option that claims more than is there.
+        v[14 + 6] = 0; // next header: hop-by-hop
+        v[14 + 40 + 1] = 200; // its length: 201 * 8 bytes
+        assert_eq!(
+            parse(&v, &VnetHdr::default()).unwrap_err(),
+            Malformed::IpExt
+        );
+    }
+}

@@ -72,6 +72,9 @@ pub struct FlowRecord {
     pub enforced: bool,
     /// Id of the rule that decided, or "default".
     pub rule: String,
+    /// The `log` rule that matched before the deciding one, if any.
+    #[serde(default)]
+    pub logged_by: Option<String>,
     /// Packets from the flow's initiator.
     pub packets_out: u64,
     /// Bytes from the flow's initiator.
@@ -110,7 +113,10 @@ impl FlowRecord {
 // Written by hand only to add the derived `verdict` field without storing it.
 impl Serialize for FlowRecord {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let fields = 20 + usize::from(self.host.is_some()) + usize::from(self.how.is_some());
+        let fields = 20
+            + usize::from(self.host.is_some())
+            + usize::from(self.how.is_some())
+            + usize::from(self.logged_by.is_some());
         let mut st = s.serialize_struct("FlowRecord", fields)?;
         st.serialize_field("event", &self.event)?;
         st.serialize_field("workload", &self.workload)?;
@@ -134,6 +140,10 @@ impl Serialize for FlowRecord {
         st.serialize_field("enforced", &self.enforced)?;
         st.serialize_field("verdict", &self.verdict_str())?;
         st.serialize_field("rule", &self.rule)?;
+        match &self.logged_by {
+            Some(l) => st.serialize_field("logged_by", l)?,
+            None => st.skip_field("logged_by")?,
+        }
         st.serialize_field("packets_out", &self.packets_out)?;
         st.serialize_field("bytes_out", &self.bytes_out)?;
         st.serialize_field("packets_in", &self.packets_in)?;
@@ -715,6 +725,7 @@ mod tests {
             detail: "allow".into(),
             enforced: true,
             rule: "default".into(),
+            logged_by: None,
             packets_out: i,
             bytes_out: 100 * i,
             packets_in: 2,
