@@ -135,20 +135,58 @@ done
 ip netns exec "$POD_NS_1" iperf3 -c "$PEER_IP" -t 4 | sed 's/^/  /'
 stats
 
-section "5. Steering modes for pod1: off (kernel tc redirect), mirror (kernel forwards, guardwire sees copies), inline"
+section "5. Rules pushed live: shape pod1 -> peer:5201 to 40 Mbit/s, deny pod2 -> peer:5201"
+cat >"$STATE/demo-rules.toml" <<EOF
+default = "allow"
+[[rule]]
+id = "pod1-bulk-40mbit"
+workload = "pod1"
+proto = "tcp"
+dst_ports = 5201
+action = "shape"
+rate = "40mbit"
+[[rule]]
+id = "pod2-no-bulk"
+workload = "pod2"
+direction = "egress"
+proto = "tcp"
+dst_ports = 5201
+action = "deny"
+EOF
+sed 's/^/  /' "$STATE/demo-rules.toml"
+gw rules push "$STATE/demo-rules.toml"
+ip netns exec "$NS_PEER" iperf3 -s -D --pidfile "$STATE/demo-iperf.pid"
+for _ in $(seq 50); do
+    ip netns exec "$NS_PEER" ss -Hltn 'sport = :5201' | grep -q . && break
+    sleep 0.1
+done
+echo "  -- pod1: shaped --"
+ip netns exec "$POD_NS_1" iperf3 -c "$PEER_IP" -t 3 | grep -E "sender|receiver" | sed 's/^/  /'
+echo "  -- pod2: denied (iperf3 cannot connect) --"
+ip netns exec "$POD_NS_2" timeout 4 iperf3 -c "$PEER_IP" -t 1 --connect-timeout 2000 2>&1 | tail -1 | sed 's/^/  /' || true
+kill "$(cat "$STATE/demo-iperf.pid")" 2>/dev/null || true
+sleep 1.5   # the verdict log is written by a once-a-second sweep
+echo "  -- guardwire log: verdict (allow/deny), rule, counters, first seen, updated at --"
+gw log --since 1m
+echo "  -- guardwire usage: per workload and category, last 10 s window --"
+gw usage --window 10
+echo 'default = "allow"' >"$STATE/allow-all.toml"
+gw rules push "$STATE/allow-all.toml"
+
+section "6. Steering modes for pod1: off (kernel tc redirect), mirror (kernel forwards, guardwire sees copies), inline"
 for m in off mirror inline; do
     gw mode pod1 "$m"
     ping_from "$POD_NS_1" "$PEER_IP" | tail -2
     gw list | sed -n '1p;/^  pod1/p'
 done
 
-section "6. SIGKILL guardwire: the watchdog hands the workloads (on_failure = open) to the kernel path"
+section "7. SIGKILL guardwire: the watchdog hands the workloads (on_failure = open) to the kernel path"
 kill -9 "$GW_PID"
 sleep 0.5
 ping_from "$POD_NS_1" "$PEER_IP" | tail -2
 ip netns exec "$NS_SEC" tc filter show dev wp-pod1 ingress | sed 's/^/  /' | head -3
 
-section "7. Restart guardwire: it re-adopts every workload without re-plumbing"
+section "8. Restart guardwire: it re-adopts every workload without re-plumbing"
 rm -f "$GW_SOCK"
 ip netns exec "$NS_SEC" setsid env NO_COLOR=1 "$GW_BIN_DIR/guardwire" run --config "$GW_CONFIG" \
     </dev/null >>"$GW_LOG" 2>&1 3>&- &
@@ -158,7 +196,7 @@ gw list
 ping_from "$POD_NS_1" "$PEER_IP" | tail -2
 stats
 
-section "8. Detach everything: the node is back as the CNI and the hypervisor left it"
+section "9. Detach everything: the node is back as the CNI and the hypervisor left it"
 gw detach pod1
 gw detach pod2
 gw detach vm1

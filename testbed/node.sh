@@ -34,6 +34,7 @@ STATE=""
 usage() {
     cat >&2 <<'EOF'
 usage: node.sh up   PREFIX [--pods N] [--vm] [--forwarder guardwire|bridge|none] [--workers N] [--live]
+                           [--log-ring N]
        node.sh down PREFIX
        node.sh env  PREFIX
 EOF
@@ -265,11 +266,12 @@ steer() {
 }
 
 write_gw_config() {
-    local workers=$1 w kind ip mac
+    local workers=$1 log_ring=$2 w kind ip mac
     {
         printf '[node]\nname = "%s"\ncontrol_socket = "%s"\nstate_dir = "%s"\nhost_netns = "%s"\n\n' \
             "$PREFIX" "$STATE/guardwire.sock" "$STATE" "/var/run/netns/$NS_HOST"
         printf '[datapath]\nworkers = %s\n' "$workers"
+        printf '[inspect]\nlog_ring = %s\n' "$log_ring"
         for w in "${STATIC[@]}"; do
             kind=pod
             [[ $w == vm* ]] && kind=vm
@@ -370,7 +372,7 @@ on_up_exit() {
 }
 
 cmd_up() {
-    local npods=2 vm=0 forwarder=guardwire workers=2 live=0 i w hostif
+    local npods=2 vm=0 forwarder=guardwire workers=2 live=0 log_ring=10000 i w hostif
     set_prefix "${1:-}"
     shift
     while [[ $# -gt 0 ]]; do
@@ -380,6 +382,7 @@ cmd_up() {
         --forwarder) forwarder=${2:-}; shift 2 || usage ;;
         --workers) workers=${2:-}; shift 2 || usage ;;
         --live) live=1; shift ;;
+        --log-ring) log_ring=${2:-}; shift 2 || usage ;;
         *) usage ;;
         esac
     done
@@ -444,7 +447,7 @@ cmd_up() {
 
     case $forwarder in
     guardwire)
-        write_gw_config "$workers"
+        write_gw_config "$workers" "$log_ring"
         start_guardwire
         ;;
     bridge) start_bridges ;;

@@ -180,7 +180,10 @@ fn arp_storm_neither_loops_nor_grows() {
     arp.extend_from_slice(&src);
     arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
     arp.extend_from_slice(&src);
-    arp.extend_from_slice(&[10, 244, 0, 249, 0, 0, 0, 0, 0, 0, 10, 244, 0, 250]);
+    // The sender is pod1 itself (anti-spoofing drops ARP claiming other addresses).
+    let own: std::net::Ipv4Addr = n.pod_ip(1).parse().unwrap();
+    arp.extend_from_slice(&own.octets());
+    arp.extend_from_slice(&[0, 0, 0, 0, 0, 0, 10, 244, 0, 250]);
     arp.resize(60, 0);
     let s0 = n.stats();
     let mut sent = 0;

@@ -37,7 +37,17 @@ fn thirty_two_pods_attached_and_detached_ten_times_leave_nothing() {
     const ROUNDS: usize = 10;
     let n = Node::up(
         "tsc1",
-        &["--pods", &PODS.to_string(), "--live", "--workers", "2"],
+        // A small verdict-log ring: the ring fills up to its bound by design,
+        // which would hide a leak in the RSS check below.
+        &[
+            "--pods",
+            &PODS.to_string(),
+            "--live",
+            "--workers",
+            "2",
+            "--log-ring",
+            "64",
+        ],
     );
     let sock = n.var("GW_SOCK").to_string();
     let pid = n.var("GW_PID").to_string();

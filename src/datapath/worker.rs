@@ -382,10 +382,15 @@ impl Worker {
                     && pipeline.anti_spoofing
                     && let Err(r) = info.identity.check(p)
                 {
-                    tally.drop(r, 1);
                     if mode == SteeringMode::Inline {
+                        tally.drop(r, 1);
                         continue;
                     }
+                    // Mirror mode: the kernel has delivered it already.
+                    inspector
+                        .counters
+                        .would_drop
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 let mut verdict = Verdict::Forward;
                 if let (Some(ip), Some(size), Some(wl), Some(info)) = (ip, size, in_wl, info)
@@ -565,5 +570,38 @@ fn real_size(fr: &Frame<'_>, ip: &IpFacts<'_>) -> Size {
     Size {
         packets: segs,
         bytes: wire + (segs - 1) * headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::parse;
+    use etherparse::PacketBuilder;
+
+    #[test]
+    fn a_super_frame_counts_as_its_segments() {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1, 2, 3, 4)
+            .write(&mut f, &vec![0u8; 14_480])
+            .unwrap();
+        let vnet = VnetHdr {
+            gso_type: crate::port::vnet::GSO_TCPV4,
+            gso_size: 1448,
+            hdr_len: 54,
+            ..Default::default()
+        };
+        let fr = Frame::new(&f, vnet, None);
+        let L3::Ip(ip) = parse(&f, &vnet).unwrap().l3 else {
+            panic!("not IP")
+        };
+        let s = real_size(&fr, &ip);
+        assert_eq!(s.packets, 10);
+        // Ten segments of 1448 payload bytes, each with its 54 bytes of headers.
+        assert_eq!(s.bytes, 10 * (1448 + 54));
+        let plain = Frame::new(&f, VnetHdr::default(), None);
+        assert_eq!(real_size(&plain, &ip).packets, 1);
     }
 }
