@@ -196,7 +196,7 @@ start_servers() {
     bg_srv http80 /usr/bin/python3 -m http.server 80 --bind :: --directory "$WORK/www"
     bg_srv dns dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
         --bind-interfaces --listen-address=$SRV4 --listen-address=$SRV6 \
-        --port=53 --user=root --group=root --pid-file= --log-facility=- "${dns_args[@]}"
+        --port=53 --user=root --group=root --pid-file= --log-facility=- --local-ttl=300 "${dns_args[@]}"
     bg_srv quic443 "$VPY" "$HERE/h3.py" server --host :: --port 443 \
         --cert "$WORK/cert.pem" --key "$WORK/key.pem"
     # port 22: an OpenSSH-like banner on the IPv4 address, a banner that is not SSH at all

@@ -220,17 +220,23 @@ impl Inspector {
                 Probe::NeedMore => {}
                 Probe::GiveUp => flow.probe = None,
                 Probe::Found { host, how } => {
-                    if let Some(app) = pl.apps.by_host(&host) {
-                        flow.app = app;
-                    }
-                    flow.host = Some(host.into_boxed_str());
-                    flow.how = Some(how);
                     flow.probe = None;
-                    flow.report.changed = true;
-                    self.counters
-                        .named_by_content
-                        .fetch_add(1, Ordering::Relaxed);
-                    rejudge = true;
+                    let app = pl.apps.by_host(&host);
+                    // A name no application claims (often a bare address in
+                    // `Host:`) says less than the DNS answer the flow was named
+                    // from: keep that.
+                    if app.is_some() || flow.how != Some(How::Dns) {
+                        if let Some(app) = app {
+                            flow.app = app;
+                        }
+                        flow.host = Some(host.into_boxed_str());
+                        flow.how = Some(how);
+                        flow.report.changed = true;
+                        self.counters
+                            .named_by_content
+                            .fetch_add(1, Ordering::Relaxed);
+                        rejudge = true;
+                    }
                 }
             }
         }
@@ -295,6 +301,14 @@ impl Inspector {
             Direction::Egress => ip.dst,
             Direction::Ingress => ip.src,
         };
+        let by_port = pl.apps.by_port(ip.proto, ip.dst_port);
+        // Network services (DNS, NTP, DHCP) are named by their port: their server
+        // may well share an address with a named site.
+        if let Some(app) = by_port.filter(|a| pl.apps.category(*a) == "network") {
+            f.app = app;
+            f.how = Some(How::Port);
+            return;
+        }
         let now_s = now_ns / 1_000_000_000;
         let dns = self.dns.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(name) = dns.lookup(remote, now_s)
@@ -307,7 +321,7 @@ impl Inspector {
             return;
         }
         drop(dns);
-        if let Some(app) = pl.apps.by_port(ip.proto, ip.dst_port) {
+        if let Some(app) = by_port {
             f.app = app;
             f.how = Some(How::Port);
         }
