@@ -51,6 +51,7 @@ pub struct Inspection {
     windows: Mutex<Windows<(String, String)>>,
     auto: Mutex<BTreeMap<String, Auto>>,
     changes: Mutex<VecDeque<BandwidthChange>>,
+    last_sweep_ms: Mutex<u64>,
     update_ms: u64,
     state_dir: PathBuf,
 }
@@ -90,6 +91,7 @@ impl Inspection {
             windows: Mutex::new(Windows::new()),
             auto: Mutex::new(BTreeMap::new()),
             changes: Mutex::new(VecDeque::new()),
+            last_sweep_ms: Mutex::new(0),
             update_ms: update_secs.max(1) * 1000,
             state_dir,
         };
@@ -238,17 +240,24 @@ impl Inspection {
         let now_s = now_ms / 1000;
         w.tick(now_s);
         w.forget_idle(600);
-        // Auto-bandwidth: the busier direction of the workload's last second.
+        drop(w);
+        // Auto-bandwidth: the busier direction of the workload since the last
+        // sweep, per second. Measured over the sweep's own interval rather than a
+        // clock-aligned window, so a late sweep does not read as idle.
+        let elapsed_ms = {
+            let mut last = self.last_sweep_ms.lock().unwrap_or_else(|e| e.into_inner());
+            let e = now_ms.saturating_sub(*last).max(1);
+            *last = now_ms;
+            e
+        };
         let mut auto = self.auto.lock().unwrap_or_else(|e| e.into_inner());
         for (wl, a) in auto.iter_mut() {
-            let mut busier = 0u64;
             let (mut out, mut inn) = (0u64, 0u64);
-            for k in w.keys().filter(|k| &k.0 == wl) {
-                let c = w.last(k, 1);
+            for (_, c) in counts.iter().filter(|((w, _), _)| w == wl) {
                 out += c.bytes_out;
                 inn += c.bytes_in;
             }
-            busier = busier.max(out).max(inn);
+            let busier = out.max(inn) * 1000 / elapsed_ms;
             if let Some(Change { from, to, reason }) = a.state.step(&a.policy, busier) {
                 ins.set_bandwidth(wl, Some(to));
                 tracing::info!(
