@@ -170,23 +170,15 @@ impl Inspector {
         size: Size,
         now_ns: u64,
     ) -> Verdict {
-        match ip.fragment {
-            Fragment::No => {}
-            Fragment::First => {
-                self.counters
-                    .fragments_first
-                    .fetch_add(1, Ordering::Relaxed);
-                if pl.fragments == FragmentPolicy::Drop {
-                    return Verdict::Drop(DropReason::Fragment);
-                }
-            }
-            Fragment::Later => {
-                self.counters
-                    .fragments_later
-                    .fetch_add(1, Ordering::Relaxed);
-                if pl.fragments == FragmentPolicy::Drop {
-                    return Verdict::Drop(DropReason::Fragment);
-                }
+        let seen = match ip.fragment {
+            Fragment::No => None,
+            Fragment::First => Some(&self.counters.fragments_first),
+            Fragment::Later => Some(&self.counters.fragments_later),
+        };
+        if let Some(c) = seen {
+            c.fetch_add(1, Ordering::Relaxed);
+            if pl.fragments == FragmentPolicy::Drop {
+                return Verdict::Drop(DropReason::Fragment);
             }
         }
         if ip.proto == proto::UDP && ip.src_port == 53 && !ip.payload.is_empty() {

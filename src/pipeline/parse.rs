@@ -54,6 +54,17 @@ pub enum Fragment {
     Later,
 }
 
+impl Fragment {
+    /// From a fragment offset and the more-fragments flag.
+    fn of(offset: u16, more: bool) -> Fragment {
+        match (offset, more) {
+            (0, false) => Fragment::No,
+            (0, true) => Fragment::First,
+            _ => Fragment::Later,
+        }
+    }
+}
+
 /// An IPv6 neighbour discovery message, as far as anti-spoofing cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Nd {
@@ -159,13 +170,7 @@ pub fn parse<'a>(data: &'a [u8], vnet: &VnetHdr) -> Result<Packet<'a>, Malformed
         }
         Some(NetSlice::Ipv4(ip)) => {
             let h = ip.header();
-            let fragment = if h.fragments_offset().value() != 0 {
-                Fragment::Later
-            } else if h.more_fragments() {
-                Fragment::First
-            } else {
-                Fragment::No
-            };
+            let fragment = Fragment::of(h.fragments_offset().value(), h.more_fragments());
             let mut f = ip_facts(
                 IpAddr::V4(h.source_addr()),
                 IpAddr::V4(h.destination_addr()),
@@ -181,13 +186,7 @@ pub fn parse<'a>(data: &'a [u8], vnet: &VnetHdr) -> Result<Packet<'a>, Malformed
             let mut fragment = Fragment::No;
             for ext in ip.extensions().clone() {
                 if let Ipv6ExtensionSlice::Fragment(fr) = ext {
-                    fragment = if fr.fragment_offset().value() != 0 {
-                        Fragment::Later
-                    } else if fr.more_fragments() {
-                        Fragment::First
-                    } else {
-                        Fragment::No
-                    };
+                    fragment = Fragment::of(fr.fragment_offset().value(), fr.more_fragments());
                 }
             }
             let mut f = ip_facts(
