@@ -166,8 +166,10 @@ echo "  -- pod2: denied (iperf3 cannot connect) --"
 ip netns exec "$POD_NS_2" timeout 4 iperf3 -c "$PEER_IP" -t 1 --connect-timeout 2000 2>&1 | tail -1 | sed 's/^/  /' || true
 kill "$(cat "$STATE/demo-iperf.pid")" 2>/dev/null || true
 sleep 1.5   # the verdict log is written by a once-a-second sweep
-echo "  -- guardwire log: verdict (allow/deny), rule, counters, first seen, updated at --"
-gw log --since 1m
+echo "  -- guardwire log, TCP records: verdict (allow/deny), rule, counters, first seen, updated at --"
+gw log --since 1m | grep -E "^  verdict| tcp "
+echo "  -- guardwire flows --action deny --"
+gw flows --action deny
 echo "  -- guardwire usage: per workload and category, last 10 s window --"
 gw usage --window 10
 echo 'default = "allow"' >"$STATE/allow-all.toml"
