@@ -275,8 +275,24 @@ struct AttachOpts {
     /// When guardwire dies: open (kernel path) or closed (cut off).
     #[arg(long)]
     on_failure: Option<OnFailure>,
+    /// A MAC the workload may send from (repeatable), for anti-spoofing; a pod's
+    /// eth0 MAC and addresses are learned at attach, a VM's must be given.
+    #[arg(long = "mac", value_parser = guardwire::switch::parse_mac)]
+    macs: Vec<guardwire::switch::Mac>,
+    /// An IP address the workload may send from (repeatable).
+    #[arg(long = "ip")]
+    ips: Vec<std::net::IpAddr>,
     #[command(flatten)]
     target: Target,
+}
+
+impl AttachOpts {
+    fn identity(&self) -> guardwire::pipeline::spoof::Identity {
+        guardwire::pipeline::spoof::Identity {
+            macs: self.macs.clone(),
+            ips: self.ips.clone(),
+        }
+    }
 }
 
 fn print_attached(v: &serde_json::Value) {
@@ -373,6 +389,7 @@ fn main() -> ExitCode {
                     Request::AttachPod {
                         netns,
                         ifname,
+                        identity: o.identity(),
                         name: o.name,
                         mode: o.mode,
                         on_failure: o.on_failure,
@@ -393,6 +410,7 @@ fn main() -> ExitCode {
                         Request::AttachVm {
                             dev,
                             hybrid,
+                            identity: o.identity(),
                             name: o.name,
                             mode: o.mode,
                             on_failure: o.on_failure,

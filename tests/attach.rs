@@ -339,10 +339,26 @@ fn vm_tap_attached_while_its_holder_runs() {
         .args([
             "attach", "vm", "--tap", "tap-vm1", "--name", "vm1", "--socket", &sock,
         ])
+        .args(["--ip", n.var("VM_IP"), "--mac", n.var("VM_MAC")])
         .output()
         .unwrap();
     ok(o);
     n.ping(n.var("NS_VM"), n.var("PEER_IP"), 5);
+    // The VM's addresses, given at attach, are enforced: a frame from another
+    // source address is dropped as spoofed.
+    let before = n_stats(&sock).drops["spoof_ip"];
+    let vm_mac = mac_of(&n, n.var("NS_VM"), "eth0");
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(vm_mac, [0xff; 6])
+        .ipv4([10, 244, 0, 201], [10, 244, 0, 1], 64)
+        .udp(9, 9)
+        .write(&mut f, b"spoofed")
+        .unwrap();
+    assert_eq!(send_raw(&raw_port(n.var("NS_VM"), "eth0"), &[f]), 1);
+    wait_for(
+        || n_stats(&sock).drops["spoof_ip"] > before,
+        "the VM's spoofed frame dropped",
+    );
     n.iperf_server(n.var("NS_PEER"), n.var("PEER_IP"));
     let (bps, _) = n.iperf(n.var("NS_VM"), n.var("PEER_IP"), 2, &[]);
     assert!(bps > 50e6, "VM TCP through guardwire: {bps}");

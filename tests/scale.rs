@@ -67,6 +67,7 @@ fn thirty_two_pods_attached_and_detached_ten_times_leave_nothing() {
                 name: Some(format!("p{i}")),
                 mode: None,
                 on_failure: None,
+                identity: Default::default(),
             })
             .unwrap_or_else(|e| panic!("round {round}: attach p{i}: {e}"));
             att.push(t.elapsed().as_secs_f64() * 1e3);

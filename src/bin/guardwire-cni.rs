@@ -84,6 +84,8 @@ fn run() -> Result<Option<Value>, CniError> {
                 name: Some(name),
                 mode: conf.mode,
                 on_failure: conf.on_failure,
+                // The pod's addresses are learned from its interface at attach.
+                identity: Default::default(),
             })?;
             Ok(Some(prev))
         }

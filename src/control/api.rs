@@ -33,6 +33,9 @@ pub enum Request {
         /// What happens when guardwire dies (default: the node's default).
         #[serde(default)]
         on_failure: Option<crate::steer::OnFailure>,
+        /// Addresses the workload may send from, beyond those learned at attach.
+        #[serde(default)]
+        identity: crate::pipeline::spoof::Identity,
     },
     /// Attach a VM by its tap, or by the veth between its qbr and br-int.
     AttachVm {
@@ -47,6 +50,9 @@ pub enum Request {
         /// What happens when guardwire dies (default: the node's default).
         #[serde(default)]
         on_failure: Option<crate::steer::OnFailure>,
+        /// Addresses the VM may send from (guardwire cannot read a guest's).
+        #[serde(default)]
+        identity: crate::pipeline::spoof::Identity,
     },
     /// Detach a workload attached with AttachPod or AttachVm.
     Detach {

@@ -229,12 +229,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         match req {
             Request::Stats => serde_json::to_value(node.dp.stats()).map_err(|e| e.to_string()),
             Request::List => Ok(serde_json::Value::Array(node.list())),
-            Request::AttachPod { netns, ifname, name, mode, on_failure } => {
-                node.attach(name, Via::PodVeth { netns, ifname }, None, mode, on_failure)
-            }
-            Request::AttachVm { dev, hybrid, name, mode, on_failure } => {
+            Request::AttachPod { netns, ifname, name, mode, on_failure, identity } => node
+                .attach(name, Via::PodVeth { netns, ifname }, None, mode, on_failure, identity),
+            Request::AttachVm { dev, hybrid, name, mode, on_failure, identity } => {
                 let via = if hybrid { Via::Hybrid } else { Via::Tap };
-                node.attach(name, via, Some(&dev), mode, on_failure)
+                node.attach(name, via, Some(&dev), mode, on_failure, identity)
             }
             Request::Detach { workload } => node.detach(&workload),
             Request::Mode { workload, mode } => {

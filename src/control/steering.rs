@@ -6,6 +6,7 @@
 //! guardwire takes over, it starts forwarding first and the redirect goes second.
 
 use crate::datapath::{Datapath, WorkloadInfo};
+use crate::pipeline::spoof::Identity;
 use crate::port::ifindex;
 use crate::port::{PacketPort, PacketPortOptions, Port};
 use crate::steer::attach::{self, Attachment, Via};
@@ -197,6 +198,7 @@ impl Steering {
         dev: Option<&str>,
         mode: Option<SteeringMode>,
         on_failure: Option<OnFailure>,
+        identity: Identity,
     ) -> Result<serde_json::Value, String> {
         let default_name = match (&via, dev) {
             (Via::PodVeth { netns, .. }, _) => Path::new(netns)
@@ -226,6 +228,8 @@ impl Steering {
             ),
         }
         .map_err(|e| e.to_string())?;
+        let mut a = a;
+        a.identity.add(identity);
         if let Err(e) = self.wire(&a, mode, on_failure) {
             if let Err(e2) = attach::detach(&self.tc, &a) {
                 tracing::error!("rollback of {name} failed: {e2}");

@@ -22,6 +22,20 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Adds `other`'s addresses to these (each once).
+    pub fn add(&mut self, other: Identity) {
+        for m in other.macs {
+            if !self.macs.contains(&m) {
+                self.macs.push(m);
+            }
+        }
+        for ip in other.ips {
+            if !self.ips.contains(&ip) {
+                self.ips.push(ip);
+            }
+        }
+    }
+
     /// True when anything is known (and so anything is checked).
     pub fn is_known(&self) -> bool {
         !self.macs.is_empty() || !self.ips.is_empty()
