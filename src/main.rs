@@ -1,7 +1,7 @@
 //! The `guardwire` command: the daemon and the verbs that talk to it.
 
 use clap::{Parser, Subcommand};
-use guardwire::control::api::{self, Request};
+use guardwire::control::api::{self, AttachSpec, Request};
 use guardwire::control::config::{Config, DEFAULT_SOCKET};
 use guardwire::control::record::{self, Filter, FlowRecord};
 use guardwire::control::{classify, daemon, stats};
@@ -287,11 +287,17 @@ struct AttachOpts {
 }
 
 impl AttachOpts {
-    fn identity(&self) -> guardwire::pipeline::spoof::Identity {
-        guardwire::pipeline::spoof::Identity {
-            macs: self.macs.clone(),
-            ips: self.ips.clone(),
-        }
+    fn spec(self) -> (AttachSpec, Target) {
+        let spec = AttachSpec {
+            name: self.name,
+            mode: self.mode,
+            on_failure: self.on_failure,
+            identity: guardwire::pipeline::spoof::Identity {
+                macs: self.macs,
+                ips: self.ips,
+            },
+        };
+        (spec, self.target)
     }
 }
 
@@ -384,39 +390,26 @@ fn main() -> ExitCode {
                 AttachWhat::Pod {
                     netns,
                     ifname,
-                    opts: o,
-                } => (
-                    Request::AttachPod {
-                        netns,
-                        ifname,
-                        identity: o.identity(),
-                        name: o.name,
-                        mode: o.mode,
-                        on_failure: o.on_failure,
-                    },
-                    o.target,
-                ),
-                AttachWhat::Vm {
-                    tap,
-                    hybrid,
-                    opts: o,
+                    opts,
                 } => {
+                    let (spec, target) = opts.spec();
+                    (
+                        Request::AttachPod {
+                            netns,
+                            ifname,
+                            spec,
+                        },
+                        target,
+                    )
+                }
+                AttachWhat::Vm { tap, hybrid, opts } => {
                     let (dev, hybrid) = match (tap, hybrid) {
                         (Some(t), _) => (t, false),
                         (None, Some(h)) => (h, true),
                         (None, None) => unreachable!("clap requires --tap or --hybrid"),
                     };
-                    (
-                        Request::AttachVm {
-                            dev,
-                            hybrid,
-                            identity: o.identity(),
-                            name: o.name,
-                            mode: o.mode,
-                            on_failure: o.on_failure,
-                        },
-                        o.target,
-                    )
+                    let (spec, target) = opts.spec();
+                    (Request::AttachVm { dev, hybrid, spec }, target)
                 }
             };
             target.socket().and_then(|s| {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use guardwire::control::api::{self, Request};
+use guardwire::control::api::{self, AttachSpec, Request};
 use std::path::Path;
 use std::time::Instant;
 
@@ -64,10 +64,10 @@ fn thirty_two_pods_attached_and_detached_ten_times_leave_nothing() {
             call(&Request::AttachPod {
                 netns: n.pod_ns(i),
                 ifname: "eth0".into(),
-                name: Some(format!("p{i}")),
-                mode: None,
-                on_failure: None,
-                identity: Default::default(),
+                spec: AttachSpec {
+                    name: Some(format!("p{i}")),
+                    ..Default::default()
+                },
             })
             .unwrap_or_else(|e| panic!("round {round}: attach p{i}: {e}"));
             att.push(t.elapsed().as_secs_f64() * 1e3);

@@ -6,7 +6,7 @@
 //! Network config keys of its own: `socket` (guardwire's control socket, default
 //! /run/guardwire/guardwire.sock), `mode` and `on_failure` (default: the node's).
 
-use guardwire::control::api::{self, Request};
+use guardwire::control::api::{self, AttachSpec, Request};
 use guardwire::steer::{OnFailure, SteeringMode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -81,11 +81,13 @@ fn run() -> Result<Option<Value>, CniError> {
             call(&Request::AttachPod {
                 netns: env("CNI_NETNS")?,
                 ifname: env("CNI_IFNAME")?,
-                name: Some(name),
-                mode: conf.mode,
-                on_failure: conf.on_failure,
                 // The pod's addresses are learned from its interface at attach.
-                identity: Default::default(),
+                spec: AttachSpec {
+                    name: Some(name),
+                    mode: conf.mode,
+                    on_failure: conf.on_failure,
+                    ..Default::default()
+                },
             })?;
             Ok(Some(prev))
         }

@@ -26,16 +26,9 @@ pub enum Request {
         netns: String,
         /// Its interface.
         ifname: String,
-        /// Workload name (default: the namespace's name).
-        name: Option<String>,
-        /// Mode to start in (default: the node's default mode).
-        mode: Option<crate::steer::SteeringMode>,
-        /// What happens when guardwire dies (default: the node's default).
-        #[serde(default)]
-        on_failure: Option<crate::steer::OnFailure>,
-        /// Addresses the workload may send from, beyond those learned at attach.
-        #[serde(default)]
-        identity: crate::pipeline::spoof::Identity,
+        /// Name (default: the namespace's), mode, on_failure, addresses.
+        #[serde(flatten)]
+        spec: AttachSpec,
     },
     /// Attach a VM by its tap, or by the veth between its qbr and br-int.
     AttachVm {
@@ -43,16 +36,9 @@ pub enum Request {
         dev: String,
         /// Hybrid plug rather than tap.
         hybrid: bool,
-        /// Workload name (default: the device's name).
-        name: Option<String>,
-        /// Mode to start in (default: the node's default mode).
-        mode: Option<crate::steer::SteeringMode>,
-        /// What happens when guardwire dies (default: the node's default).
-        #[serde(default)]
-        on_failure: Option<crate::steer::OnFailure>,
-        /// Addresses the VM may send from (guardwire cannot read a guest's).
-        #[serde(default)]
-        identity: crate::pipeline::spoof::Identity,
+        /// Name (default: the device's), mode, on_failure, addresses.
+        #[serde(flatten)]
+        spec: AttachSpec,
     },
     /// Detach a workload attached with AttachPod or AttachVm.
     Detach {
@@ -96,6 +82,24 @@ pub enum Request {
         /// off, mirror or inline.
         mode: crate::steer::SteeringMode,
     },
+}
+
+/// What every attach request may say about the workload.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AttachSpec {
+    /// Workload name (default: the namespace's or device's name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Mode to start in (default: the node's default mode).
+    #[serde(default)]
+    pub mode: Option<crate::steer::SteeringMode>,
+    /// What happens when guardwire dies (default: the node's default).
+    #[serde(default)]
+    pub on_failure: Option<crate::steer::OnFailure>,
+    /// Addresses the workload may send from, beyond those learned at attach (a
+    /// pod's interface); a VM's cannot be read, so they must be given here.
+    #[serde(default)]
+    pub identity: crate::pipeline::spoof::Identity,
 }
 
 /// The daemon's answer.

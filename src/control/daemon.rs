@@ -229,11 +229,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         match req {
             Request::Stats => serde_json::to_value(node.dp.stats()).map_err(|e| e.to_string()),
             Request::List => Ok(serde_json::Value::Array(node.list())),
-            Request::AttachPod { netns, ifname, name, mode, on_failure, identity } => node
-                .attach(name, Via::PodVeth { netns, ifname }, None, mode, on_failure, identity),
-            Request::AttachVm { dev, hybrid, name, mode, on_failure, identity } => {
+            Request::AttachPod { netns, ifname, spec } => {
+                node.attach(Via::PodVeth { netns, ifname }, None, spec)
+            }
+            Request::AttachVm { dev, hybrid, spec } => {
                 let via = if hybrid { Via::Hybrid } else { Via::Tap };
-                node.attach(name, via, Some(&dev), mode, on_failure, identity)
+                node.attach(via, Some(&dev), spec)
             }
             Request::Detach { workload } => node.detach(&workload),
             Request::Mode { workload, mode } => {

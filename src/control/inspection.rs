@@ -186,18 +186,21 @@ impl Inspection {
         let now_ms = ins.now_ns() / 1_000_000;
         let fwd = self.shared.fwd.load();
         let pl = self.shared.pipeline.load();
-        let name = |wl: WorkloadId| -> String {
-            fwd.workloads
-                .get(wl.0 as usize)
-                .and_then(|w| w.as_ref())
-                .map(|w| w.name.clone())
-                .unwrap_or_else(|| format!("#{}", wl.0))
-        };
+        // Names are looked up once per sweep; per flow only indexes are kept, so
+        // visiting a flow that needs no record allocates nothing.
+        let names: Vec<String> = fwd
+            .workloads
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                w.as_ref()
+                    .map_or_else(|| format!("#{i}"), |w| w.name.clone())
+            })
+            .collect();
+        let name = |wl: WorkloadId| names.get(wl.0 as usize).map_or("?", String::as_str);
         let mut records = Vec::new();
-        let mut counts: Vec<((String, String), Counts)> = Vec::new();
+        let mut counts: BTreeMap<(WorkloadId, usize), Counts> = BTreeMap::new();
         ins.flows.sweep(&ins.timeouts, now_ms, |k, f, why| {
-            let wl = name(k.workload);
-            let cat = pl.apps.category(f.app).to_string();
             let (out, inn) = (f.tally[0], f.tally[1]);
             let c = Counts {
                 bytes_out: out.bytes - f.report.counted[0].bytes,
@@ -208,7 +211,9 @@ impl Inspection {
             };
             f.report.counted = f.tally;
             if c != Counts::default() {
-                counts.push(((wl.clone(), cat), c));
+                *counts
+                    .entry((k.workload, pl.apps.category_index(f.app)))
+                    .or_default() += c;
             }
             let event = if why == Sweep::Expired {
                 Some("end")
@@ -224,7 +229,8 @@ impl Inspection {
                 None
             };
             if let Some(ev) = event {
-                records.push(record(ev, &wl, k, f, &pl, ins.unix_ms(f.last_seen_ms)));
+                let wl = name(k.workload);
+                records.push(record(ev, wl, k, f, &pl, ins.unix_ms(f.last_seen_ms)));
                 f.report.announced = true;
                 f.report.changed = false;
                 f.report.logged_ms = now_ms;
@@ -234,8 +240,9 @@ impl Inspection {
             self.log.record(r);
         }
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        for (k, c) in &counts {
-            w.add(k, *c);
+        for ((wl, cat), c) in &counts {
+            let key = (name(*wl).to_string(), pl.apps.categories()[*cat].clone());
+            w.add(&key, *c);
         }
         let now_s = now_ms / 1000;
         w.tick(now_s);
@@ -253,7 +260,7 @@ impl Inspection {
         let mut auto = self.auto.lock().unwrap_or_else(|e| e.into_inner());
         for (wl, a) in auto.iter_mut() {
             let (mut out, mut inn) = (0u64, 0u64);
-            for (_, c) in counts.iter().filter(|((w, _), _)| w == wl) {
+            for (_, c) in counts.iter().filter(|((w, _), _)| name(*w) == wl) {
                 out += c.bytes_out;
                 inn += c.bytes_in;
             }

@@ -5,8 +5,8 @@
 //! the tc redirect goes in first and guardwire stops forwarding second; when
 //! guardwire takes over, it starts forwarding first and the redirect goes second.
 
+use super::api::AttachSpec;
 use crate::datapath::{Datapath, WorkloadInfo};
-use crate::pipeline::spoof::Identity;
 use crate::port::ifindex;
 use crate::port::{PacketPort, PacketPortOptions, Port};
 use crate::steer::attach::{self, Attachment, Via};
@@ -193,13 +193,16 @@ impl Steering {
     /// behind when it fails.
     pub fn attach(
         &mut self,
-        name: Option<String>,
         via: Via,
         dev: Option<&str>,
-        mode: Option<SteeringMode>,
-        on_failure: Option<OnFailure>,
-        identity: Identity,
+        spec: AttachSpec,
     ) -> Result<serde_json::Value, String> {
+        let AttachSpec {
+            name,
+            mode,
+            on_failure,
+            identity,
+        } = spec;
         let default_name = match (&via, dev) {
             (Via::PodVeth { netns, .. }, _) => Path::new(netns)
                 .file_name()

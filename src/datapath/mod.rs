@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use worker::{Worker, WorkerCmd};
 
 /// Tunables of the datapath.
@@ -116,13 +116,13 @@ pub struct Shared {
     pub counters: DatapathCounters,
     /// Tunables.
     pub params: DatapathParams,
-    started: Instant,
 }
 
 impl Shared {
-    /// Seconds since the datapath started (the MAC table's clock).
+    /// Seconds since the datapath started (the MAC table's clock): the
+    /// inspector's clock, in seconds.
     pub fn now_secs(&self) -> u64 {
-        self.started.elapsed().as_secs()
+        self.inspector.now_ns() / 1_000_000_000
     }
 }
 
@@ -173,7 +173,6 @@ impl Datapath {
             inspector: Arc::new(Inspector::new(params.flow_capacity, params.timeouts)),
             counters: DatapathCounters::default(),
             params: params.clone(),
-            started: Instant::now(),
         });
         let mut workers = Vec::new();
         for id in 0..params.workers.max(1) {

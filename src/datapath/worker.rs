@@ -230,6 +230,7 @@ impl Worker {
 
     /// Sends the held frames that are due; returns how long until the next one.
     fn release_held(&mut self) -> Option<u64> {
+        self.delayed.next_at()?;
         let now = self.shared.inspector.now_ns();
         let fwd = self.fwd.load().clone();
         let mut tally = BurstTally::default();

@@ -266,9 +266,7 @@ impl Inspector {
                 None => Verdict::Forward,
             },
         };
-        let bw = flow.bandwidth.clone();
-        drop(shard);
-        match bw {
+        match &flow.bandwidth {
             None => verdict,
             Some(bw) => match bw[d].pace(at, size.bytes) {
                 Pace::Now => verdict,
@@ -296,7 +294,7 @@ impl Inspector {
         let by_port = pl.apps.by_port(ip.proto, ip.dst_port);
         // Network services (DNS, NTP, DHCP) are named by their port: their server
         // may well share an address with a named site.
-        if let Some(app) = by_port.filter(|a| pl.apps.category(*a) == "network") {
+        if let Some(app) = by_port.filter(|a| pl.apps.is_service(*a)) {
             f.app = app;
             f.how = Some(How::Port);
             return;

@@ -25,7 +25,7 @@ pub use inspect::{Context, FragmentPolicy, Inspector, Size};
 pub use parse::{Packet, parse};
 pub use verdict::{DropReason, Malformed, MalformedPolicy, Verdict};
 
-use crate::port::{Frame, VnetHdr};
+use crate::port::Frame;
 use crate::switch::WorkloadId;
 use app::Apps;
 use firewall::{Action, RuleSet};
@@ -119,26 +119,19 @@ impl Pipeline {
             (m, MalformedPolicy::Pass) => Verdict::MalformedPass(m),
         })
     }
-
-    /// Validation alone, as a verdict.
-    pub fn judge(&self, frame: &Frame<'_>) -> Verdict {
-        match self.validate(frame) {
-            Ok(_) => Verdict::Forward,
-            Err(v) => v,
-        }
-    }
-}
-
-/// Parses `data` (an Ethernet frame) and says what, if anything, is wrong with it.
-pub fn check(data: &[u8], vnet: &VnetHdr) -> Result<(), Malformed> {
-    parse(data, vnet).map(|_| ())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::port::VnetHdr;
     use etherparse::PacketBuilder;
     use proptest::prelude::*;
+
+    /// What, if anything, is wrong with a frame.
+    fn check(data: &[u8], vnet: &VnetHdr) -> Result<(), Malformed> {
+        parse(data, vnet).map(|_| ())
+    }
 
     fn udp_frame(payload: &[u8]) -> Vec<u8> {
         let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
@@ -192,16 +185,22 @@ mod tests {
         let f = udp_frame(b"x");
         let cut = Frame::new(&f[..20], VnetHdr::default(), None);
         assert_eq!(
-            Pipeline::new(MalformedPolicy::Drop).judge(&cut),
+            Pipeline::new(MalformedPolicy::Drop)
+                .validate(&cut)
+                .unwrap_err(),
             Verdict::MalformedDrop(Malformed::Ipv4Header)
         );
         assert_eq!(
-            Pipeline::new(MalformedPolicy::Pass).judge(&cut),
+            Pipeline::new(MalformedPolicy::Pass)
+                .validate(&cut)
+                .unwrap_err(),
             Verdict::MalformedPass(Malformed::Ipv4Header)
         );
         let runt = Frame::new(&f[..5], VnetHdr::default(), None);
         assert_eq!(
-            Pipeline::new(MalformedPolicy::Pass).judge(&runt),
+            Pipeline::new(MalformedPolicy::Pass)
+                .validate(&runt)
+                .unwrap_err(),
             Verdict::Drop(DropReason::Runt)
         );
     }

@@ -171,15 +171,8 @@ pub fn parse<'a>(data: &'a [u8], vnet: &VnetHdr) -> Result<Packet<'a>, Malformed
         Some(NetSlice::Ipv4(ip)) => {
             let h = ip.header();
             let fragment = Fragment::of(h.fragments_offset().value(), h.more_fragments());
-            let mut f = ip_facts(
-                IpAddr::V4(h.source_addr()),
-                IpAddr::V4(h.destination_addr()),
-                ip.payload().ip_number.0,
-                fragment,
-                ip.payload().payload,
-            );
-            transport(&mut f, &p.transport);
-            L3::Ip(f)
+            let addrs = (h.source_addr().into(), h.destination_addr().into());
+            L3::Ip(ip_facts(addrs, ip.payload(), fragment, &p.transport))
         }
         Some(NetSlice::Ipv6(ip)) => {
             let h = ip.header();
@@ -189,15 +182,8 @@ pub fn parse<'a>(data: &'a [u8], vnet: &VnetHdr) -> Result<Packet<'a>, Malformed
                     fragment = Fragment::of(fr.fragment_offset().value(), fr.more_fragments());
                 }
             }
-            let mut f = ip_facts(
-                IpAddr::V6(h.source_addr()),
-                IpAddr::V6(h.destination_addr()),
-                ip.payload().ip_number.0,
-                fragment,
-                ip.payload().payload,
-            );
-            transport(&mut f, &p.transport);
-            L3::Ip(f)
+            let addrs = (h.source_addr().into(), h.destination_addr().into());
+            L3::Ip(ip_facts(addrs, ip.payload(), fragment, &p.transport))
         }
     };
     Ok(Packet {
@@ -208,16 +194,16 @@ pub fn parse<'a>(data: &'a [u8], vnet: &VnetHdr) -> Result<Packet<'a>, Malformed
 }
 
 fn ip_facts<'a>(
-    src: IpAddr,
-    dst: IpAddr,
-    proto: u8,
+    (src, dst): (IpAddr, IpAddr),
+    ip_payload: &etherparse::IpPayloadSlice<'a>,
     fragment: Fragment,
-    payload: &'a [u8],
+    t: &Option<TransportSlice<'a>>,
 ) -> IpFacts<'a> {
-    IpFacts {
+    let payload = ip_payload.payload;
+    let mut f = IpFacts {
         src,
         dst,
-        proto,
+        proto: ip_payload.ip_number.0,
         src_port: 0,
         dst_port: 0,
         flags: 0,
@@ -231,7 +217,9 @@ fn ip_facts<'a>(
         },
         fragment,
         nd: None,
-    }
+    };
+    transport(&mut f, t);
+    f
 }
 
 fn transport<'a>(f: &mut IpFacts<'a>, t: &Option<TransportSlice<'a>>) {

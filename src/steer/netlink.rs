@@ -150,32 +150,27 @@ impl Netlink {
 
     /// The link called `name`.
     pub fn link_by_name(&self, name: &str) -> Result<LinkFacts, NlError> {
-        self.rt.block_on(async {
-            let mut s = self.h.link().get().match_name(name.to_string()).execute();
-            match s.try_next().await {
-                Ok(Some(m)) => Ok(LinkFacts::from_msg(&m)),
-                Ok(None) => Err(NlError {
-                    what: format!("find {name}"),
-                    msg: "no such device".into(),
-                    errno: Some(libc::ENODEV),
-                }),
-                Err(e) => Err(nl(format!("find {name}"))(e)),
-            }
-        })
+        let req = self.h.link().get().match_name(name.to_string());
+        self.one_link(req, format!("find {name}"))
     }
 
     /// The link with index `index`.
     pub fn link_by_index(&self, index: u32) -> Result<LinkFacts, NlError> {
+        let req = self.h.link().get().match_index(index);
+        self.one_link(req, format!("find ifindex {index}"))
+    }
+
+    /// The one link a get request matches; ENODEV when none does.
+    fn one_link(&self, req: rtnetlink::LinkGetRequest, what: String) -> Result<LinkFacts, NlError> {
         self.rt.block_on(async {
-            let mut s = self.h.link().get().match_index(index).execute();
-            match s.try_next().await {
+            match req.execute().try_next().await {
                 Ok(Some(m)) => Ok(LinkFacts::from_msg(&m)),
                 Ok(None) => Err(NlError {
-                    what: format!("find ifindex {index}"),
+                    what,
                     msg: "no such device".into(),
                     errno: Some(libc::ENODEV),
                 }),
-                Err(e) => Err(nl(format!("find ifindex {index}"))(e)),
+                Err(e) => Err(nl(what)(e)),
             }
         })
     }

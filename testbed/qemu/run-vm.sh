@@ -45,20 +45,24 @@ is_our_qemu() {
     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "-name guardwire-$name " || return 1
 }
 
+# gone_within PID NAME TENTHS: true once our QEMU PID has exited, false after TENTHS/10 s.
+gone_within() {
+    local i
+    for ((i = 0; i < $3; i++)); do
+        is_our_qemu "$1" "$2" || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 kill_qemu() {
-    local pid=$1 name=$2 i
+    local pid=$1 name=$2
     is_our_qemu "$pid" "$name" || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 30; i++)); do
-        is_our_qemu "$pid" "$name" || return 0
-        sleep 0.1
-    done
+    gone_within "$pid" "$name" 30 && return 0
     log "$name: QEMU $pid ignored SIGTERM for 3 s, sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        is_our_qemu "$pid" "$name" || return 0
-        sleep 0.1
-    done
+    gone_within "$pid" "$name" 50 && return 0
     die "$name: QEMU $pid still alive after SIGKILL"
 }
 

@@ -64,6 +64,8 @@ struct AppDef {
     hosts: Vec<Spanned<String>>,
     #[serde(default)]
     ports: Vec<Spanned<String>>,
+    #[serde(default)]
+    service: bool,
 }
 
 /// A port heuristic: IP protocol and inclusive port range.
@@ -81,6 +83,8 @@ struct App {
     category: String,
     hosts: Vec<String>,
     ports: Vec<PortRule>,
+    /// A network service (DNS, NTP...): its port names it before anything else.
+    service: bool,
     /// 0 for the file first parsed, +1 per `extend`: a later file wins conflicts.
     generation: u32,
 }
@@ -162,6 +166,7 @@ impl Apps {
                 category: category.clone(),
                 hosts: app_hosts,
                 ports,
+                service: def.service,
                 generation: 0,
             });
         }
@@ -230,6 +235,16 @@ impl Apps {
             .iter()
             .find(|(r, _)| r.proto == proto && (r.lo..=r.hi).contains(&port))
             .map(|&(_, id)| id)
+    }
+
+    /// Is `id` a network service, named by its port before any DNS answer
+    /// (its server may share an address with a named site)?
+    pub fn is_service(&self, id: AppId) -> bool {
+        id.0 != 0
+            && self
+                .apps
+                .get(usize::from(id.0) - 1)
+                .is_some_and(|a| a.service)
     }
 
     /// The app's name; "unknown" for [`AppId::UNKNOWN`] or an id not from here.
@@ -401,6 +416,9 @@ mod tests {
         let yt = apps.id_of("youtube").unwrap();
         assert_eq!(apps.name(yt), "youtube");
         assert_eq!(apps.category(yt), "streaming");
+        assert!(!apps.is_service(yt));
+        assert!(apps.is_service(apps.id_of("dns").unwrap()));
+        assert!(!apps.is_service(AppId::UNKNOWN));
         assert_eq!(apps.categories()[0], "unknown");
         assert!(apps.categories()[1..].windows(2).all(|w| w[0] < w[1]));
         assert_eq!(
