@@ -1,11 +1,11 @@
 //! The `guardwire` command: the daemon and the verbs that talk to it.
 
 use clap::{Parser, Subcommand};
-use guardwire::control::api::{self, AttachSpec, Request};
 use guardwire::control::config::{Config, DEFAULT_SOCKET};
-use guardwire::control::record::{self, Filter, FlowRecord};
+use guardwire::control::http::client::{Client, Endpoint};
+use guardwire::control::http::types::{AttachOptions, AttachPod, AttachVm, Attached, LogQuery};
+use guardwire::control::record::{self, FlowRecord};
 use guardwire::control::{classify, daemon, stats};
-use guardwire::datapath::StatsSnapshot;
 use guardwire::steer::{OnFailure, SteeringMode};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,24 +22,40 @@ struct Cli {
 #[derive(clap::Args)]
 struct Target {
     /// Control socket of the running daemon.
-    #[arg(long, conflicts_with = "config")]
+    #[arg(long, conflicts_with_all = ["config", "addr"])]
     socket: Option<PathBuf>,
     /// Take the control socket from this config file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "addr")]
     config: Option<PathBuf>,
+    /// A node's TCP management address (host:port, plain HTTP), instead of a socket.
+    #[arg(long, requires = "token_file")]
+    addr: Option<String>,
+    /// File holding the bearer token for --addr.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 impl Target {
-    fn socket(&self) -> Result<PathBuf, String> {
+    fn client(&self) -> Result<Client, String> {
+        if let (Some(addr), Some(t)) = (&self.addr, &self.token_file) {
+            let token = std::fs::read_to_string(t)
+                .map_err(|e| format!("{}: {e}", t.display()))?
+                .trim()
+                .to_string();
+            return Ok(Client::new(Endpoint::Tcp {
+                addr: addr.clone(),
+                token,
+            }));
+        }
         if let Some(s) = &self.socket {
-            return Ok(s.clone());
+            return Ok(Client::unix(s.clone()));
         }
         if let Some(c) = &self.config {
             return Config::load(c)
-                .map(|c| c.node.control_socket)
+                .map(|c| Client::unix(c.node.control_socket))
                 .map_err(|e| e.to_string());
         }
-        Ok(PathBuf::from(DEFAULT_SOCKET))
+        Ok(Client::unix(DEFAULT_SOCKET))
     }
 }
 
@@ -177,6 +193,18 @@ enum RulesWhat {
         #[command(flatten)]
         target: Target,
     },
+    /// The rule sets kept, newest first: generation, when, by whom, from where.
+    History {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Put an earlier generation's rules in force again (as a new generation).
+    Rollback {
+        /// The generation.
+        generation: u64,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 /// Which flows or records to show.
@@ -207,23 +235,30 @@ struct LogFilter {
 }
 
 impl LogFilter {
-    fn filter(&self) -> Result<Filter, String> {
+    fn query(&self) -> Result<LogQuery, String> {
+        // Resolved here, so "10m" means ten minutes before this command.
         let since = match &self.since {
-            Some(s) => Some(record::parse_time(s, record::log::now_ms())?),
+            Some(s) => Some(record::parse_time(s, record::log::now_ms())?.to_string()),
             None => None,
         };
-        Ok(Filter {
+        Ok(LogQuery {
             workload: self.workload.clone(),
             action: self.action.clone(),
             app: self.app.clone(),
             since,
-            until: None,
             event: self.event.clone(),
+            q: None,
+            limit: Some(
+                self.limit
+                    .clamp(1, guardwire::control::http::types::MAX_PAGE),
+            ),
+            before: None,
         })
     }
 
-    fn print(&self, v: serde_json::Value) -> Result<(), String> {
-        let recs: Vec<FlowRecord> = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    /// Prints records given newest first, oldest at the top.
+    fn print(&self, mut recs: Vec<FlowRecord>) -> Result<(), String> {
+        recs.reverse();
         if self.json {
             for r in &recs {
                 println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
@@ -277,8 +312,8 @@ struct AttachOpts {
     on_failure: Option<OnFailure>,
     /// A MAC the workload may send from (repeatable), for anti-spoofing; a pod's
     /// eth0 MAC and addresses are learned at attach, a VM's must be given.
-    #[arg(long = "mac", value_parser = guardwire::switch::parse_mac)]
-    macs: Vec<guardwire::switch::Mac>,
+    #[arg(long = "mac", value_parser = |s: &str| guardwire::switch::parse_mac(s).map(|_| s.to_string()))]
+    macs: Vec<String>,
     /// An IP address the workload may send from (repeatable).
     #[arg(long = "ip")]
     ips: Vec<std::net::IpAddr>,
@@ -287,29 +322,27 @@ struct AttachOpts {
 }
 
 impl AttachOpts {
-    fn spec(self) -> (AttachSpec, Target) {
-        let spec = AttachSpec {
+    fn options(self) -> (AttachOptions, Target) {
+        let o = AttachOptions {
             name: self.name,
             mode: self.mode,
             on_failure: self.on_failure,
-            identity: guardwire::pipeline::spoof::Identity {
-                macs: self.macs,
-                ips: self.ips,
-            },
+            macs: self.macs,
+            ips: self.ips,
         };
-        (spec, self.target)
+        (o, self.target)
     }
 }
 
-fn print_attached(v: &serde_json::Value) {
+fn print_attached(a: &Attached) {
     println!(
         "attached {}: host device {} -> workload port {}, uplink port {} ({}, {:.1} ms)",
-        v["workload"].as_str().unwrap_or("?"),
-        v["host_dev"].as_str().unwrap_or("?"),
-        v["workload_port"].as_str().unwrap_or("?"),
-        v["uplink_port"].as_str().unwrap_or("?"),
-        v["mode"].as_str().unwrap_or("?"),
-        v["millis"].as_f64().unwrap_or(0.0)
+        a.workload,
+        a.host_dev,
+        a.workload_port,
+        a.uplink_port,
+        a.mode.name(),
+        a.millis
     );
 }
 
@@ -329,78 +362,52 @@ fn main() -> ExitCode {
         Verb::Check { config } => Config::load(&config).map_err(|e| e.to_string()).map(|c| {
             println!("{}: ok ({} workloads)", config.display(), c.workloads.len());
         }),
-        Verb::Stats { target, json } => target.socket().and_then(|s| {
-            let v = api::call(&s, &Request::Stats)?;
+        Verb::Stats { target, json } => target.client().and_then(|c| {
+            let snap = c.stats().map_err(|e| e.to_string())?;
             if json {
-                println!("{v}");
+                println!(
+                    "{}",
+                    serde_json::to_string(&snap).map_err(|e| e.to_string())?
+                );
             } else {
-                let snap: StatsSnapshot = serde_json::from_value(v).map_err(|e| e.to_string())?;
                 print!("{}", stats::render(&snap));
             }
             Ok(())
         }),
-        Verb::Macs { target } => target.socket().and_then(|s| {
-            let v = api::call(&s, &Request::Macs)?;
-            for e in v.as_array().into_iter().flatten() {
-                println!(
-                    "{}  port {}  age {}s",
-                    e["mac"].as_str().unwrap_or("?"),
-                    e["port"],
-                    e["age_secs"]
-                );
+        Verb::Macs { target } => target.client().and_then(|c| {
+            for e in c.macs().map_err(|e| e.to_string())? {
+                println!("{}  port {}  age {}s", e.mac, e.port, e.age_secs);
             }
             Ok(())
         }),
-        Verb::List { target, json } => target.socket().and_then(|s| {
-            let v = api::call(&s, &Request::List)?;
+        Verb::List { target, json } => target.client().and_then(|c| {
+            let list = c.workloads().map_err(|e| e.to_string())?;
             if json {
-                println!("{v}");
-                return Ok(());
-            }
-            println!(
-                "{:<12} {:<4} {:<7} {:<15} {:<15} {:>12} {:>12} {:>12}",
-                "workload",
-                "kind",
-                "mode",
-                "workload_port",
-                "uplink_port",
-                "wl_rx",
-                "up_rx",
-                "mirrored"
-            );
-            for w in v.as_array().into_iter().flatten() {
-                let n = |k: &str, f: &str| w[k][f].as_u64().unwrap_or(0);
                 println!(
-                    "{:<12} {:<4} {:<7} {:<15} {:<15} {:>12} {:>12} {:>12}",
-                    w["name"].as_str().unwrap_or("?"),
-                    w["kind"].as_str().unwrap_or("?"),
-                    w["mode"].as_str().unwrap_or("?"),
-                    w["workload_port"].as_str().unwrap_or("?"),
-                    w["uplink_port"].as_str().unwrap_or("?"),
-                    n("workload_port_counters", "rx_frames"),
-                    n("uplink_port_counters", "rx_frames"),
-                    n("workload_port_counters", "rx_mirrored")
-                        + n("uplink_port_counters", "rx_mirrored"),
+                    "{}",
+                    serde_json::to_string(&list).map_err(|e| e.to_string())?
                 );
+            } else {
+                print!("{}", stats::render_workloads(&list));
             }
             Ok(())
         }),
         Verb::Attach { what } => {
-            let (req, target) = match what {
+            let r = match what {
                 AttachWhat::Pod {
                     netns,
                     ifname,
                     opts,
                 } => {
-                    let (spec, target) = opts.spec();
-                    (
-                        Request::AttachPod {
-                            netns,
-                            ifname,
-                            spec,
-                        },
-                        target,
-                    )
+                    let (options, target) = opts.options();
+                    let req = AttachPod {
+                        netns,
+                        ifname,
+                        options,
+                    };
+                    target
+                        .client()
+                        .and_then(|c| c.attach_pod(&req).map_err(|e| e.to_string()))
                 }
                 AttachWhat::Vm { tap, hybrid, opts } => {
                     let (dev, hybrid) = match (tap, hybrid) {
@@ -408,61 +415,86 @@ fn main() -> ExitCode {
                         (None, Some(h)) => (h, true),
                         (None, None) => unreachable!("clap requires --tap or --hybrid"),
                     };
-                    let (spec, target) = opts.spec();
-                    (Request::AttachVm { dev, hybrid, spec }, target)
+                    let (options, target) = opts.options();
+                    let req = AttachVm {
+                        dev,
+                        hybrid,
+                        options,
+                    };
+                    target
+                        .client()
+                        .and_then(|c| c.attach_vm(&req).map_err(|e| e.to_string()))
                 }
             };
-            target.socket().and_then(|s| {
-                print_attached(&api::call(&s, &req)?);
-                Ok(())
-            })
+            r.map(|a| print_attached(&a))
         }
-        Verb::Flows { filter, target } => target.socket().and_then(|s| {
-            let req = Request::Flows {
-                filter: filter.filter()?,
-                limit: filter.limit,
-            };
-            filter.print(api::call(&s, &req)?)
+        Verb::Flows { filter, target } => target.client().and_then(|c| {
+            let page = c.flows(&filter.query()?).map_err(|e| e.to_string())?;
+            filter.print(page.records.into_iter().map(|e| e.record).collect())
         }),
         Verb::Log {
             filter,
             dir,
             target,
-        } => {
-            let f = filter.filter();
-            f.and_then(|f| match dir {
-                Some(d) => {
-                    let recs = record::read_dir(&d, &f, filter.limit)
-                        .map_err(|e| format!("{}: {e}", d.display()))?;
-                    filter.print(serde_json::to_value(recs).map_err(|e| e.to_string())?)
-                }
-                None => target.socket().and_then(|s| {
-                    let req = Request::Log {
-                        filter: f,
-                        limit: filter.limit,
-                    };
-                    filter.print(api::call(&s, &req)?)
-                }),
-            })
-        }
+        } => match dir {
+            Some(d) => filter.query().and_then(|q| {
+                let f = record::Filter {
+                    workload: q.workload,
+                    action: q.action,
+                    app: q.app,
+                    since: q.since.and_then(|s| s.parse().ok()),
+                    until: None,
+                    event: q.event,
+                    q: None,
+                };
+                let mut recs = record::read_dir(&d, &f, filter.limit)
+                    .map_err(|e| format!("{}: {e}", d.display()))?;
+                recs.reverse();
+                filter.print(recs)
+            }),
+            None => target.client().and_then(|c| {
+                let page = c.log(&filter.query()?).map_err(|e| e.to_string())?;
+                filter.print(page.records.into_iter().map(|e| e.record).collect())
+            }),
+        },
         Verb::Rules { what } => match what {
             RulesWhat::Check { file } => guardwire::control::inspection::load_rules(&file)
                 .map(|r| println!("{}: ok ({} rules)", file.display(), r.len())),
-            RulesWhat::Push { file, target } => target.socket().and_then(|s| {
+            RulesWhat::Push { file, target } => target.client().and_then(|c| {
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| format!("{}: {e}", file.display()))?;
-                let v = api::call(
-                    &s,
-                    &Request::Rules {
-                        text,
-                        origin: file.display().to_string(),
-                    },
-                )?;
+                let r = c
+                    .push_rules(&text, &file.display().to_string())
+                    .map_err(|e| e.to_string())?;
                 println!(
                     "{}: {} rules installed (generation {})",
                     file.display(),
-                    v["rules"],
-                    v["generation"]
+                    r.rules,
+                    r.generation
+                );
+                Ok(())
+            }),
+            RulesWhat::History { target } => target.client().and_then(|c| {
+                for r in c.rules_history().map_err(|e| e.to_string())? {
+                    println!(
+                        "generation {:<5} {:>4} rules  {}  by {:<14} from {}  {}",
+                        r.generation,
+                        r.rules,
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.at)
+                        ),
+                        r.by,
+                        r.origin,
+                        &r.hash[..12.min(r.hash.len())]
+                    );
+                }
+                Ok(())
+            }),
+            RulesWhat::Rollback { generation, target } => target.client().and_then(|c| {
+                let r = c.rollback(generation).map_err(|e| e.to_string())?;
+                println!(
+                    "generation {generation} is in force again as generation {} ({} rules)",
+                    r.generation, r.rules
                 );
                 Ok(())
             }),
@@ -472,12 +504,14 @@ fn main() -> ExitCode {
             workload,
             json,
             target,
-        } => target.socket().and_then(|s| {
-            let v = api::call(&s, &Request::Usage { window, workload })?;
+        } => target.client().and_then(|c| {
+            let u = c
+                .usage(window, workload.as_deref())
+                .map_err(|e| e.to_string())?;
             if json {
-                println!("{v}");
+                println!("{}", serde_json::to_string(&u).map_err(|e| e.to_string())?);
             } else {
-                print!("{}", stats::render_usage(&v));
+                print!("{}", stats::render_usage(&u));
             }
             Ok(())
         }),
@@ -494,32 +528,18 @@ fn main() -> ExitCode {
             })
         }
         Verb::Watchdog { pid, state_dir } => guardwire::control::watchdog::run(pid, &state_dir),
-        Verb::Detach { workload, target } => target.socket().and_then(|s| {
-            let v = api::call(&s, &Request::Detach { workload })?;
-            println!(
-                "detached {} ({:.1} ms)",
-                v["workload"].as_str().unwrap_or("?"),
-                v["millis"].as_f64().unwrap_or(0.0)
-            );
+        Verb::Detach { workload, target } => target.client().and_then(|c| {
+            let d = c.detach(&workload).map_err(|e| e.to_string())?;
+            println!("detached {} ({:.1} ms)", d.workload, d.millis);
             Ok(())
         }),
         Verb::Mode {
             workload,
             mode,
             target,
-        } => target.socket().and_then(|s| {
-            let v = api::call(
-                &s,
-                &Request::Mode {
-                    workload: workload.clone(),
-                    mode,
-                },
-            )?;
-            println!(
-                "{workload}: {} -> {}",
-                v["from"].as_str().unwrap_or("?"),
-                mode.name()
-            );
+        } => target.client().and_then(|c| {
+            let m = c.set_mode(&workload, mode).map_err(|e| e.to_string())?;
+            println!("{}: {} -> {}", m.workload, m.from.name(), m.to.name());
             Ok(())
         }),
     };

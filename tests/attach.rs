@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use guardwire::control::api::{self, Request};
+use guardwire::control::http::client::Client;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -165,7 +165,7 @@ fn bridge_pod_attached_and_detached_live_under_tcp() {
 }
 
 fn n_stats(sock: &str) -> guardwire::datapath::StatsSnapshot {
-    serde_json::from_value(api::call(std::path::Path::new(sock), &Request::Stats).unwrap()).unwrap()
+    Client::unix(sock).stats().unwrap()
 }
 
 /// Runs a CNI plugin inside the node's host ns and asserts it worked.
@@ -318,8 +318,8 @@ fn bad_input_is_refused_and_a_failed_attach_rolls_back() {
     // A restart re-adopts the attachment without re-plumbing.
     drop(d);
     let d = Daemon::start(n.var("NS_SEC"), dir.path(), &cfg);
-    let list = api::call(&d.socket, &Request::List).unwrap();
-    assert_eq!(list[0]["name"], "pod1", "{list}");
+    let list = d.client().workloads().unwrap();
+    assert_eq!(list[0].name, "pod1", "{list:?}");
     n.ping(&pod, n.var("PEER_IP"), 3);
     ok(detach(d.socket.to_str().unwrap(), "pod1"));
     same(

@@ -6,9 +6,9 @@ mod common;
 
 use common::*;
 use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder};
-use guardwire::control::api::{self, Request};
+use guardwire::control::http::client::Client;
+use guardwire::control::http::types::LogQuery;
 use guardwire::control::record::{Filter, FlowRecord};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -79,31 +79,25 @@ impl Drop for Web {
     }
 }
 
-fn call(n: &Node, req: &Request) -> Result<serde_json::Value, String> {
-    api::call(Path::new(n.var("GW_SOCK")), req)
-}
-
 fn push(n: &Node, text: &str) {
-    call(
-        n,
-        &Request::Rules {
-            text: text.to_string(),
-            origin: "test-rules.toml".into(),
-        },
-    )
-    .unwrap_or_else(|e| panic!("rules refused: {e}"));
+    n.client()
+        .push_rules(text, "test-rules.toml")
+        .unwrap_or_else(|e| panic!("rules refused: {e}"));
 }
 
 fn log_records(n: &Node, f: Filter) -> Vec<FlowRecord> {
-    let v = call(
-        n,
-        &Request::Log {
-            filter: f,
-            limit: 1000,
-        },
-    )
-    .expect("log");
-    serde_json::from_value(v).expect("log JSON")
+    let q = LogQuery {
+        workload: f.workload,
+        action: f.action,
+        app: f.app,
+        since: f.since.map(|s| s.to_string()),
+        event: f.event,
+        q: f.q,
+        limit: Some(guardwire::control::http::types::MAX_PAGE),
+        before: None,
+    };
+    let page = n.client().log(&q).expect("log");
+    page.records.into_iter().map(|e| e.record).collect()
 }
 
 /// Waits (up to 5 s: the log is written by a once-a-second sweep) for a record.
@@ -238,14 +232,9 @@ action = "reject"
     assert!(allowed.packets_in > 0, "{allowed:?}");
 
     // Mirror mode records the same verdict as "would deny" and blocks nothing.
-    call(
-        &n,
-        &Request::Mode {
-            workload: "pod1".into(),
-            mode: guardwire::steer::SteeringMode::Mirror,
-        },
-    )
-    .expect("mode mirror");
+    n.client()
+        .set_mode("pod1", guardwire::steer::SteeringMode::Mirror)
+        .expect("mode mirror");
     assert!(
         curl(&n, &n.pod_ns(1), &[&url]),
         "mirror mode must not block"
@@ -260,25 +249,17 @@ action = "reject"
         "would-deny record",
         |r| r.dst.ends_with(":8080") && !r.enforced,
     );
-    call(
-        &n,
-        &Request::Mode {
-            workload: "pod1".into(),
-            mode: guardwire::steer::SteeringMode::Inline,
-        },
-    )
-    .expect("mode inline");
+    n.client()
+        .set_mode("pod1", guardwire::steer::SteeringMode::Inline)
+        .expect("mode inline");
 
     // A bad rule file is refused with its line, and the running rules stay.
     let bad = "default = \"allow\"\n[[rule]]\nproto = \"tcp\"\ndst_ports = \"90-80\"\naction = \"deny\"\n";
-    let e = call(
-        &n,
-        &Request::Rules {
-            text: bad.into(),
-            origin: "bad.toml".into(),
-        },
-    )
-    .expect_err("a bad rule file was accepted");
+    let e = n
+        .client()
+        .push_rules(bad, "bad.toml")
+        .expect_err("a bad rule file was accepted")
+        .to_string();
     assert!(
         e.contains("bad.toml:4"),
         "error does not name the line: {e}"
@@ -318,14 +299,9 @@ fn rule_push_under_iperf_loses_no_frame() {
                     1000 + (i + pushed) % 3000
                 ));
             }
-            api::call(
-                Path::new(&sock),
-                &Request::Rules {
-                    text,
-                    origin: "push.toml".into(),
-                },
-            )
-            .expect("push under load");
+            Client::unix(&sock)
+                .push_rules(&text, "push.toml")
+                .expect("push under load");
             pushed += 1;
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -519,24 +495,22 @@ lower_after = 2
 factor = 2.0
 "#,
     );
-    let usage = || {
-        call(
-            &n,
-            &Request::Usage {
-                window: 1,
-                workload: Some("pod1".into()),
-            },
-        )
-        .expect("usage")
+    let client = n.client();
+    let usage = || client.usage(1, Some("pod1")).expect("usage");
+    let limit = || {
+        usage()
+            .bandwidth
+            .iter()
+            .find(|b| b.workload == "pod1")
+            .map_or(0, |b| b.bytes_per_sec)
     };
-    let limit = || usage()["bandwidth"]["pod1"].as_u64().unwrap_or(0);
     assert_eq!(limit(), 2_000_000, "start at 16 Mbit/s");
     n.iperf_server(n.var("NS_PEER"), &peer);
     let (bps, _) = n.iperf(&n.pod_ns(1), &peer, 6, &[]);
     let raised = limit();
     assert!(
         raised > 2_000_000,
-        "limit not raised under iperf3 ({:.1} Mbit/s): {}",
+        "limit not raised under iperf3 ({:.1} Mbit/s): {:?}",
         bps / 1e6,
         usage()
     );
@@ -551,13 +525,10 @@ factor = 2.0
     }
     let u = usage();
     let lowered = limit();
-    assert!(lowered < raised, "limit not lowered when idle: {u}");
-    let changes = u["bandwidth_changes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(changes.iter().any(|c| c["reason"] == "saturated"), "{u}");
-    assert!(changes.iter().any(|c| c["reason"] == "idle"), "{u}");
+    assert!(lowered < raised, "limit not lowered when idle: {u:?}");
+    let changes = &u.bandwidth_changes;
+    assert!(changes.iter().any(|c| c.reason == "saturated"), "{u:?}");
+    assert!(changes.iter().any(|c| c.reason == "idle"), "{u:?}");
 }
 
 #[test]

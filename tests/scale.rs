@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use guardwire::control::api::{self, AttachSpec, Request};
-use std::path::Path;
+use guardwire::control::http::client::Client;
+use guardwire::control::http::types::{AttachOptions, AttachPod};
 use std::time::Instant;
 
 fn fds(pid: &str) -> usize {
@@ -54,22 +54,23 @@ fn thirty_two_pods_attached_and_detached_ten_times_leave_nothing() {
     let sec_links = || n.ok(n.var("NS_SEC"), &["ip", "-o", "link"]).lines().count();
     let links0 = sec_links();
     let fds0 = fds(&pid);
-    let call = |r: &Request| api::call(Path::new(&sock), r);
+    let client = Client::unix(&sock);
     let (mut att, mut det) = (Vec::new(), Vec::new());
     let mut fds1 = 0;
     let mut rss1 = 0;
     for round in 0..ROUNDS {
         for i in 1..=PODS {
             let t = Instant::now();
-            call(&Request::AttachPod {
-                netns: n.pod_ns(i),
-                ifname: "eth0".into(),
-                spec: AttachSpec {
-                    name: Some(format!("p{i}")),
-                    ..Default::default()
-                },
-            })
-            .unwrap_or_else(|e| panic!("round {round}: attach p{i}: {e}"));
+            client
+                .attach_pod(&AttachPod {
+                    netns: n.pod_ns(i),
+                    ifname: "eth0".into(),
+                    options: AttachOptions {
+                        name: Some(format!("p{i}")),
+                        ..Default::default()
+                    },
+                })
+                .unwrap_or_else(|e| panic!("round {round}: attach p{i}: {e}"));
             att.push(t.elapsed().as_secs_f64() * 1e3);
         }
         if round == 0 {
@@ -77,15 +78,14 @@ fn thirty_two_pods_attached_and_detached_ten_times_leave_nothing() {
             for i in [1, PODS / 2, PODS] {
                 n.ping(&n.pod_ns(i), n.var("PEER_IP"), 2);
             }
-            let list = call(&Request::List).unwrap();
-            assert_eq!(list.as_array().unwrap().len(), PODS);
+            let list = client.workloads().unwrap();
+            assert_eq!(list.len(), PODS);
         }
         for i in 1..=PODS {
             let t = Instant::now();
-            call(&Request::Detach {
-                workload: format!("p{i}"),
-            })
-            .unwrap_or_else(|e| panic!("round {round}: detach p{i}: {e}"));
+            client
+                .detach(&format!("p{i}"))
+                .unwrap_or_else(|e| panic!("round {round}: detach p{i}: {e}"));
             det.push(t.elapsed().as_secs_f64() * 1e3);
         }
         if round == 0 {

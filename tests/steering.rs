@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use guardwire::control::api::{self, Request};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -98,8 +97,8 @@ fn each_mode_does_what_it_says() {
         "inline: guardwire forwards"
     );
 
-    let list = api::call(std::path::Path::new(&sock), &Request::List).unwrap();
-    assert_eq!(list[0]["mode"], "inline");
+    let list = n.client().workloads().unwrap();
+    assert_eq!(list[0].mode.name(), "inline");
     let bad = Command::new(guardwire_bin())
         .args(["mode", "nosuch", "off", "--socket", &sock])
         .output()
@@ -167,22 +166,16 @@ workload_port = "wp-pod1"
 uplink_port = "up-pod1"
 "#;
     let d = Daemon::start(n.var("NS_SEC"), dir.path(), cfg);
-    api::call(
-        &d.socket,
-        &Request::Mode {
-            workload: "pod1".into(),
-            mode: "off".parse().unwrap(),
-        },
-    )
-    .unwrap();
+    d.client().set_mode("pod1", "off".parse().unwrap()).unwrap();
     drop(d);
     // guardwire is gone; the workload was in `off`, so the kernel still carries it.
     n.ping(&n.pod_ns(1), n.var("PEER_IP"), 5);
     let d = Daemon::start(n.var("NS_SEC"), dir.path(), cfg);
-    let list = api::call(&d.socket, &Request::List).unwrap();
+    let list = d.client().workloads().unwrap();
     assert_eq!(
-        list[0]["mode"], "off",
-        "mode kept across the restart: {list}"
+        list[0].mode.name(),
+        "off",
+        "mode kept across the restart: {list:?}"
     );
     let s0 = d.stats();
     n.ping(&n.pod_ns(1), n.var("PEER_IP"), 10);

@@ -6,7 +6,8 @@
 //! Network config keys of its own: `socket` (guardwire's control socket, default
 //! /run/guardwire/guardwire.sock), `mode` and `on_failure` (default: the node's).
 
-use guardwire::control::api::{self, AttachSpec, Request};
+use guardwire::control::http::client::{Client, ClientError};
+use guardwire::control::http::types::{AttachOptions, AttachPod};
 use guardwire::steer::{OnFailure, SteeringMode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -69,7 +70,8 @@ fn run() -> Result<Option<Value>, CniError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(guardwire::control::config::DEFAULT_SOCKET));
     let name = workload_name(&env("CNI_CONTAINERID")?);
-    let call = |r: &Request| api::call(&sock, r).map_err(|e| CniError(11, e));
+    let client = Client::unix(sock);
+    let failed = |e: ClientError| CniError(11, e.to_string());
     match cmd.as_str() {
         "ADD" => {
             let prev = conf.prev_result.clone().ok_or_else(|| {
@@ -78,35 +80,36 @@ fn run() -> Result<Option<Value>, CniError> {
                     "guardwire-cni is a chained plugin: it needs a prevResult".into(),
                 )
             })?;
-            call(&Request::AttachPod {
-                netns: env("CNI_NETNS")?,
-                ifname: env("CNI_IFNAME")?,
-                // The pod's addresses are learned from its interface at attach.
-                spec: AttachSpec {
-                    name: Some(name),
-                    mode: conf.mode,
-                    on_failure: conf.on_failure,
-                    ..Default::default()
-                },
-            })?;
+            client
+                .attach_pod(&AttachPod {
+                    netns: env("CNI_NETNS")?,
+                    ifname: env("CNI_IFNAME")?,
+                    // The pod's addresses are learned from its interface at attach.
+                    options: AttachOptions {
+                        name: Some(name),
+                        mode: conf.mode,
+                        on_failure: conf.on_failure,
+                        ..Default::default()
+                    },
+                })
+                .map_err(failed)?;
             Ok(Some(prev))
         }
         "DEL" => {
             // Idempotent: a pod that is not attached (any more) is fine.
-            match api::call(&sock, &Request::Detach { workload: name }) {
+            match client.detach(&name) {
                 Ok(_) => Ok(None),
-                Err(e) if e.contains("no workload named") => Ok(None),
-                Err(e) if e.contains("cannot reach guardwire") => Ok(None),
-                Err(e) => Err(CniError(11, e)),
+                Err(ClientError::Refused { status: 404, .. }) => Ok(None),
+                Err(ClientError::Connect { .. }) => Ok(None),
+                Err(e) => Err(failed(e)),
             }
         }
         "CHECK" => {
-            let list = call(&Request::List)?;
-            let found = list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|w| w["name"] == name.as_str());
+            let found = client
+                .workloads()
+                .map_err(failed)?
+                .iter()
+                .any(|w| w.name == name);
             if found {
                 Ok(None)
             } else {

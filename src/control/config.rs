@@ -25,6 +25,9 @@ pub struct Config {
     /// The inspection pipeline.
     #[serde(default)]
     pub inspect: InspectConfig,
+    /// The management API (Unix socket always; TCP when `listen` is set).
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Workloads wired into sec ns at start.
     #[serde(default, rename = "workload")]
     pub workloads: Vec<WorkloadConfig>,
@@ -155,6 +158,60 @@ impl Default for InspectConfig {
             log_rotate_mb: 64,
             log_keep: 5,
             log_update_secs: 10,
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// TCP management address in sec ns (the management link towards the
+    /// controller), e.g. "10.98.0.2:7443"; none: the Unix socket only.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Only these source prefixes may connect over TCP (empty: any); others
+    /// are closed before a byte is read.
+    pub allow_from: Vec<Spanned<String>>,
+    /// PEM certificate chain: serve TLS on `listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: a client certificate they sign gets the admin role
+    /// (the controller's); clients without one still use tokens.
+    pub client_ca: Option<PathBuf>,
+    /// File holding the admin bearer token; default `<state_dir>/api/admin.token`,
+    /// generated (mode 0600) at first start.
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the viewer (read-only) token; default
+    /// `<state_dir>/api/viewer.token`, generated likewise.
+    pub viewer_token_file: Option<PathBuf>,
+    /// Group allowed on the Unix socket (mode 0660); none: root only (0600).
+    pub socket_group: Option<String>,
+    /// Requests per second one TCP client (source address) may make.
+    pub rate_per_sec: u32,
+    /// Requests a TCP client may make in a burst above `rate_per_sec`.
+    pub burst: u32,
+    /// Largest request body, KiB (larger: 413).
+    pub max_body_kb: usize,
+    /// Connections served at once per listener; more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: None,
+            allow_from: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            admin_token_file: None,
+            viewer_token_file: None,
+            socket_group: None,
+            rate_per_sec: 50,
+            burst: 100,
+            max_body_kb: 1024,
+            max_connections: 2048,
         }
     }
 }
@@ -344,6 +401,40 @@ impl Config {
                 "inspect.flow_capacity".into(),
                 format!("must be at least {}", crate::pipeline::flow::SHARDS),
             ));
+        }
+        let a = &self.api;
+        for (i, p) in a.allow_from.iter().enumerate() {
+            p.get_ref()
+                .parse::<crate::pipeline::firewall::Prefix>()
+                .map_err(|m| bad(line_of(p.span()), format!("api.allow_from[{i}]"), m))?;
+        }
+        if a.tls_cert.is_some() != a.tls_key.is_some() {
+            return Err(bad(
+                key_line("tls_"),
+                "api.tls_cert".into(),
+                "tls_cert and tls_key go together".into(),
+            ));
+        }
+        if a.client_ca.is_some() && a.tls_cert.is_none() {
+            return Err(bad(
+                key_line("client_ca"),
+                "api.client_ca".into(),
+                "client certificates need TLS (tls_cert, tls_key)".into(),
+            ));
+        }
+        for (key, v, range) in [
+            ("rate_per_sec", a.rate_per_sec as usize, 1..=100_000),
+            ("burst", a.burst as usize, 1..=100_000),
+            ("max_body_kb", a.max_body_kb, 1..=65_536),
+            ("max_connections", a.max_connections, 1..=65_536),
+        ] {
+            if !range.contains(&v) {
+                return Err(bad(
+                    key_line(key),
+                    format!("api.{key}"),
+                    format!("must be {}..={}", range.start(), range.end()),
+                ));
+            }
         }
         if self.node.name.trim().is_empty() {
             return Err(bad(

@@ -1,15 +1,16 @@
 //! `guardwire run`: opens the configured ports in sec ns, starts the datapath and
 //! the control socket, and runs until SIGTERM or SIGINT.
 
-use super::api::{self, Request};
 use super::config::{Config, WorkloadConfig};
+use super::http::{self, auth, routes, server};
 use super::inspection::{self, Inspection};
 use super::record::LogConfig;
+use super::rulebook::{self, Revision, RuleBook};
 use super::steering::{AttachSettings, Steering};
 use crate::datapath::{Datapath, DatapathParams, WorkloadInfo};
 use crate::pipeline::Pipeline;
+use crate::pipeline::firewall::RuleSet;
 use crate::port::{FaultPort, PacketPort, PacketPortOptions, PcapPort, Port};
-use crate::steer::attach::Via;
 use crate::steer::{self, SteeringMode};
 use std::io;
 use std::path::PathBuf;
@@ -74,8 +75,9 @@ fn open_port(
 }
 
 /// The pipeline the config asks for. Rules pushed earlier (kept in state_dir)
-/// win over the config's rule file, as pushed modes win over configured ones.
-fn build_pipeline(cfg: &Config) -> Result<Pipeline, DaemonError> {
+/// win over the config's rule file, as pushed modes win over configured ones;
+/// the generation goes on from the last one kept, so it never goes back.
+fn build_pipeline(cfg: &Config, book: &mut RuleBook) -> Result<Pipeline, DaemonError> {
     let i = &cfg.inspect;
     let bad = |what: &str, e: String| DaemonError::Io {
         what: what.to_string(),
@@ -88,20 +90,95 @@ fn build_pipeline(cfg: &Config) -> Result<Pipeline, DaemonError> {
         i.fragments,
         Arc::new(apps),
     );
-    let pushed = inspection::pushed_rules(&cfg.node.state_dir);
-    let file = if pushed.exists() {
-        Some(pushed)
-    } else {
-        i.rules.clone()
+    let Some(file) = book.current_file().or_else(|| i.rules.clone()) else {
+        return Ok(pl);
     };
-    Ok(match file {
-        Some(f) => {
-            let rules = inspection::load_rules(&f).map_err(|e| bad("rules", e))?;
-            tracing::info!(rules = rules.len(), file = %f.display(), "rules loaded");
-            pl.with_rules(Arc::new(rules))
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| bad("rules", format!("{}: {e}", file.display())))?;
+    let origin = file.display().to_string();
+    let rules = RuleSet::parse(&text, &origin).map_err(|e| bad("rules", e.to_string()))?;
+    tracing::info!(rules = rules.len(), file = %file.display(), "rules loaded");
+    let n = rules.len();
+    let mut pl = pl.with_rules(Arc::new(rules));
+    match book.latest() {
+        Some(r) => pl.generation = pl.generation.max(r.generation),
+        None => {
+            let rev = Revision {
+                generation: pl.generation,
+                hash: rulebook::hash(&text),
+                rules: n,
+                at: super::record::log::now_ms(),
+                by: "config".into(),
+                origin,
+            };
+            book.record(rev, &text).map_err(|e| bad("rules", e))?;
         }
-        None => pl,
-    })
+    }
+    Ok(pl)
+}
+
+/// Binds the API's listeners and starts its thread.
+fn start_api(
+    cfg: &Config,
+    node: Arc<Mutex<Steering>>,
+    insp: Arc<Inspection>,
+    shared: Arc<crate::datapath::Shared>,
+) -> Result<(), DaemonError> {
+    let a = &cfg.api;
+    let bind = |what: &str| {
+        let what = what.to_string();
+        move |source| DaemonError::Io { what, source }
+    };
+    let unix = server::bind_unix(&cfg.node.control_socket, a.socket_group.as_deref())
+        .map_err(bind("control socket"))?;
+    let tcp = match a.listen {
+        Some(addr) => {
+            let tls = server::tls_config(a).map_err(|e| DaemonError::Io {
+                what: "API TLS".into(),
+                source: io::Error::other(e),
+            })?;
+            let allow = a
+                .allow_from
+                .iter()
+                .filter_map(|p| p.get_ref().parse().ok())
+                .collect();
+            let l = server::bind_tcp(addr).map_err(bind(&format!("API address {addr}")))?;
+            tracing::info!(%addr, tls = tls.is_some(), "API listening");
+            Some((l, tls, allow))
+        }
+        None => None,
+    };
+    let tokens = auth::Tokens::load(a, &cfg.node.state_dir).map_err(|e| DaemonError::Io {
+        what: "API tokens".into(),
+        source: io::Error::other(e),
+    })?;
+    let ctx = Arc::new(routes::Ctx {
+        node,
+        insp,
+        shared,
+        name: cfg.node.name.clone(),
+        metrics: Arc::new(http::metrics::Timings::default()),
+    });
+    let gate = Arc::new(auth::Gate::new(a, tokens));
+    server::Server {
+        router: server::router(ctx, gate.clone(), a.max_body_kb << 10),
+        unix,
+        tcp,
+        max_connections: a.max_connections,
+    }
+    .spawn()
+    .map_err(bind("API thread"))?;
+    // The rate limiter forgets idle clients, so it cannot grow without bound.
+    std::thread::Builder::new()
+        .name("gw-api-gc".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+                gate.limiter.retain_recent();
+            }
+        })
+        .map_err(bind("API housekeeping thread"))?;
+    Ok(())
 }
 
 /// Runs the daemon until a signal asks it to stop.
@@ -127,7 +204,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         ring_frames: cfg.datapath.ring_frames,
         ..Default::default()
     };
-    let pipeline = build_pipeline(&cfg)?;
+    let mut book = RuleBook::load(&cfg.node.state_dir).map_err(|e| DaemonError::Io {
+        what: "rules history".into(),
+        source: io::Error::other(e),
+    })?;
+    let pipeline = build_pipeline(&cfg, &mut book)?;
     let mut dp = Datapath::start(params, pipeline).map_err(io_err("start workers"))?;
     for w in &cfg.workloads {
         let wp = open_port(w, w.workload_port.get_ref(), &opts, true)?;
@@ -196,74 +277,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         keep: i.log_keep,
     };
     let insp = Arc::new(
-        Inspection::new(
-            node.dp.shared(),
-            log,
-            i.log_update_secs,
-            cfg.node.state_dir.clone(),
-        )
-        .map_err(io_err("verdict log"))?,
+        Inspection::new(node.dp.shared(), log, i.log_update_secs, book)
+            .map_err(io_err("verdict log"))?,
     );
     insp.spawn().map_err(io_err("sweeper thread"))?;
+    let shared = node.dp.shared();
     let node = Arc::new(Mutex::new(node));
     let sock = cfg.node.control_socket.clone();
-    let listener = api::bind(&sock).map_err(io_err("control socket"))?;
-    let api_node = node.clone();
-    api::serve(listener, move |req| {
-        // Inspection requests do not need the steering lock.
-        match req {
-            Request::Flows { filter, limit } => {
-                return serde_json::to_value(insp.flows(&filter, limit)).map_err(|e| e.to_string());
-            }
-            Request::Log { filter, limit } => {
-                return serde_json::to_value(insp.log.query(&filter, limit))
-                    .map_err(|e| e.to_string());
-            }
-            Request::Rules { text, origin } => return insp.push(&text, &origin),
-            Request::Usage { window, workload } => {
-                return Ok(insp.usage(window, workload.as_deref()));
-            }
-            _ => {}
-        }
-        let mut node = api_node.lock().map_err(|_| "control lock poisoned".to_string())?;
-        match req {
-            Request::Stats => serde_json::to_value(node.dp.stats()).map_err(|e| e.to_string()),
-            Request::List => Ok(serde_json::Value::Array(node.list())),
-            Request::AttachPod { netns, ifname, spec } => {
-                node.attach(Via::PodVeth { netns, ifname }, None, spec)
-            }
-            Request::AttachVm { dev, hybrid, spec } => {
-                let via = if hybrid { Via::Hybrid } else { Via::Tap };
-                node.attach(via, Some(&dev), spec)
-            }
-            Request::Detach { workload } => node.detach(&workload),
-            Request::Mode { workload, mode } => {
-                let from = node.set_mode(&workload, mode)?;
-                Ok(serde_json::json!({ "workload": workload, "from": from, "to": mode }))
-            }
-            Request::Flows { .. } | Request::Log { .. } | Request::Rules { .. } | Request::Usage { .. } => {
-                Err("handled above".into())
-            }
-            Request::Macs => {
-                let dp = &node.dp;
-                let t = dp.shared().macs.snapshot();
-                let now = dp.shared().now_secs();
-                let v: Vec<serde_json::Value> = t
-                    .entries()
-                    .into_iter()
-                    .map(|(m, p, seen)| {
-                        serde_json::json!({
-                            "mac": m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
-                            "port": p.0,
-                            "age_secs": now.saturating_sub(seen),
-                        })
-                    })
-                    .collect();
-                Ok(serde_json::Value::Array(v))
-            }
-        }
-    })
-    .map_err(io_err("control thread"))?;
+    start_api(&cfg, node.clone(), insp, shared)?;
     tracing::info!(node = cfg.node.name.as_str(), socket = %sock.display(), "guardwire running");
 
     let stop = Arc::new(AtomicBool::new(false));

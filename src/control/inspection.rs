@@ -5,16 +5,17 @@
 use super::record::autobw::{AutoBwState, Change};
 use super::record::log::{Filter, FlowRecord, LogConfig, VerdictLog};
 use super::record::windows::{Counts, Windows};
+use super::rulebook::{self, Revision, RuleBook};
 use crate::datapath::Shared;
 use crate::pipeline::app::Apps;
-use crate::pipeline::firewall::{Direction, RuleSet};
+use crate::pipeline::firewall::{Direction, RuleSet, RulesError};
 use crate::pipeline::flow::{Flow, FlowKey, Sweep};
 use crate::pipeline::{Pipeline, parse::proto};
 use crate::switch::WorkloadId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,9 +24,14 @@ use std::time::Duration;
 const CHANGES_KEPT: usize = 256;
 
 /// A bandwidth change made by auto-bandwidth.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BandwidthChange {
-    /// Unix ms.
+    /// When.
+    #[serde(
+        serialize_with = "super::record::log::ser_millis",
+        deserialize_with = "super::record::log::de_millis"
+    )]
+    #[schema(value_type = String, format = DateTime)]
     pub at: u64,
     /// The workload.
     pub workload: String,
@@ -34,7 +40,7 @@ pub struct BandwidthChange {
     /// Bytes/s after.
     pub to: u64,
     /// "saturated" or "idle".
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 /// Per-workload auto-bandwidth state.
@@ -53,12 +59,29 @@ pub struct Inspection {
     changes: Mutex<VecDeque<BandwidthChange>>,
     last_sweep_ms: Mutex<u64>,
     update_ms: u64,
-    state_dir: PathBuf,
+    book: Mutex<RuleBook>,
+    totals: Mutex<Totals>,
 }
 
-/// Where a pushed rule set is kept, so a restart starts with it.
-pub fn pushed_rules(state_dir: &Path) -> PathBuf {
-    state_dir.join("rules.toml")
+/// Counts since start, for the metrics (bounded by workloads x categories and
+/// workloads x actions).
+#[derive(Clone, Debug, Default)]
+pub struct Totals {
+    /// Flow decisions ("new" and "rejudged" records) by workload and action.
+    pub verdicts: BTreeMap<(String, String), u64>,
+    /// Traffic by workload and category.
+    pub apps: BTreeMap<(String, String), Counts>,
+}
+
+/// Why a push was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The text is not a usable rule set (with its line).
+    #[error(transparent)]
+    Invalid(#[from] RulesError),
+    /// It could not be kept in state_dir, so it was not put in force.
+    #[error("{0}")]
+    Keep(String),
 }
 
 /// Loads the application catalogue: the built-in one, extended by `extra`.
@@ -83,7 +106,7 @@ impl Inspection {
         shared: Arc<Shared>,
         log: LogConfig,
         update_secs: u64,
-        state_dir: PathBuf,
+        book: RuleBook,
     ) -> std::io::Result<Inspection> {
         let me = Inspection {
             shared,
@@ -93,7 +116,8 @@ impl Inspection {
             changes: Mutex::new(VecDeque::new()),
             last_sweep_ms: Mutex::new(0),
             update_ms: update_secs.max(1) * 1000,
-            state_dir,
+            book: Mutex::new(book),
+            totals: Mutex::default(),
         };
         let rules = me.shared.pipeline.load().rules.clone();
         me.apply_bandwidth(&rules);
@@ -111,21 +135,71 @@ impl Inspection {
         self.apply_bandwidth(&rules);
     }
 
-    /// Parses pushed rule text and installs it; on error the running rules stay.
-    /// The accepted text is kept in state_dir so a restart starts with it.
-    pub fn push(&self, text: &str, origin: &str) -> Result<serde_json::Value, String> {
-        let rules = RuleSet::parse(text, origin).map_err(|e| e.to_string())?;
-        let n = rules.len();
-        let path = pushed_rules(&self.state_dir);
-        let tmp = path.with_extension("tmp");
-        std::fs::create_dir_all(&self.state_dir)
-            .and_then(|_| std::fs::write(&tmp, text))
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("keeping the rules in {}: {e}", path.display()))?;
+    /// Parses pushed rule text and installs it as the next generation; on error
+    /// the running rules stay. The text is kept (with who pushed it and when)
+    /// before it is put in force, so a restart starts with it.
+    pub fn push(&self, text: &str, origin: &str, by: &str) -> Result<Revision, PushError> {
+        let rules = RuleSet::parse(text, origin).map_err(PushError::Invalid)?;
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let rev = Revision {
+            generation: self.shared.pipeline.load().generation + 1,
+            hash: rulebook::hash(text),
+            rules: rules.len(),
+            at: super::record::log::now_ms(),
+            by: by.to_string(),
+            origin: origin.to_string(),
+        };
+        book.record(rev.clone(), text).map_err(PushError::Keep)?;
         self.install(rules);
-        let generation = self.shared.pipeline.load().generation;
-        tracing::info!(rules = n, generation, "rules installed");
-        Ok(serde_json::json!({ "rules": n, "generation": generation }))
+        tracing::info!(
+            rules = rev.rules,
+            generation = rev.generation,
+            by,
+            origin,
+            "rules installed"
+        );
+        Ok(rev)
+    }
+
+    /// The rule text in force and its revision (none before the first push and
+    /// without a rule file: everything allowed by default).
+    pub fn current_rules(&self) -> (Option<Revision>, String) {
+        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        match book.latest() {
+            Some(r) => (Some(r.clone()), book.text(r.generation).unwrap_or_default()),
+            None => (None, String::new()),
+        }
+    }
+
+    /// Counts since start, for the metrics.
+    pub fn totals(&self) -> Totals {
+        self.totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Revisions kept, newest first.
+    pub fn rules_history(&self) -> Vec<Revision> {
+        self.book
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .history()
+    }
+
+    /// Pushes the text of an earlier generation again, as a new generation.
+    pub fn rollback(&self, generation: u64, by: &str) -> Result<Option<Revision>, PushError> {
+        let text = self
+            .book
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .text(generation);
+        match text {
+            Some(t) => self
+                .push(&t, &format!("rollback to generation {generation}"), by)
+                .map(Some),
+            None => Ok(None),
+        }
     }
 
     fn apply_bandwidth(&self, rules: &RuleSet) {
@@ -236,14 +310,28 @@ impl Inspection {
                 f.report.logged_ms = now_ms;
             }
         });
+        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
         for r in records {
+            if r.event == "new" || r.event == "rejudged" {
+                let action = if r.enforced {
+                    r.detail.clone()
+                } else {
+                    format!("would_{}", r.detail)
+                };
+                *totals
+                    .verdicts
+                    .entry((r.workload.clone(), action))
+                    .or_default() += 1;
+            }
             self.log.record(r);
         }
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         for ((wl, cat), c) in &counts {
             let key = (name(*wl).to_string(), pl.apps.categories()[*cat].clone());
+            *totals.apps.entry(key.clone()).or_default() += *c;
             w.add(&key, *c);
         }
+        drop(totals);
         let now_s = now_ms / 1000;
         w.tick(now_s);
         w.forget_idle(600);
@@ -283,7 +371,7 @@ impl Inspection {
                     workload: wl.clone(),
                     from,
                     to,
-                    reason,
+                    reason: reason.to_string(),
                 });
             }
         }
@@ -312,30 +400,46 @@ impl Inspection {
         out.split_off(skip)
     }
 
-    /// Statistics per workload and category for windows of `secs`, and the
-    /// bandwidth limits with their recent changes.
-    pub fn usage(&self, secs: u64, workload: Option<&str>) -> serde_json::Value {
+    /// Statistics per workload and category for windows of `secs` (one of
+    /// [`WINDOW_SIZES`]), and the bandwidth limits with their recent changes.
+    pub fn usage(&self, secs: u64, workload: Option<&str>) -> Result<UsageReport, String> {
+        if !WINDOW_SIZES.contains(&secs) {
+            return Err(format!(
+                "window: {secs} is not a window size; use one of {WINDOW_SIZES:?} (seconds)"
+            ));
+        }
         let w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rows = Vec::new();
+        let mut series = Vec::new();
         for k in w.keys() {
             if workload.is_some_and(|n| n != k.0) {
                 continue;
             }
-            let series = w.series(k, secs);
-            rows.push(serde_json::json!({
-                "workload": k.0, "category": k.1, "window_secs": secs,
-                "last": w.last(k, secs), "series": series,
-            }));
+            series.push(UsageSeries {
+                workload: k.0.clone(),
+                category: k.1.clone(),
+                last: w.last(k, secs),
+                points: w
+                    .series(k, secs)
+                    .into_iter()
+                    .map(|(start, counts)| UsagePoint { start, counts })
+                    .collect(),
+            });
         }
+        drop(w);
         let ins = &self.shared.inspector;
-        let mut limits = BTreeMap::new();
-        for name in ins.bandwidth_workloads() {
-            if workload.is_some_and(|n| n != name) {
-                continue;
-            }
-            limits.insert(name.clone(), ins.bandwidth(&name));
-        }
-        let changes: Vec<BandwidthChange> = self
+        let bandwidth = ins
+            .bandwidth_workloads()
+            .into_iter()
+            .filter(|name| workload.is_none_or(|n| n == name))
+            .filter_map(|name| {
+                let bytes_per_sec = ins.bandwidth(&name)?;
+                Some(BandwidthLimit {
+                    workload: name,
+                    bytes_per_sec,
+                })
+            })
+            .collect();
+        let bandwidth_changes = self
             .changes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -345,27 +449,110 @@ impl Inspection {
             .collect();
         let c = &ins.counters;
         let t = &ins.flows.counters;
-        serde_json::json!({
-            "windows": rows,
-            "bandwidth": limits,
-            "bandwidth_changes": changes,
-            "flows": {
-                "live": ins.flows.len(),
-                "capacity": ins.flows.capacity(),
-                "bytes_per_flow": crate::pipeline::flow::FlowTable::bytes_per_flow(),
-                "created": t.created.load(Ordering::Relaxed),
-                "evicted": t.evicted.load(Ordering::Relaxed),
-                "expired": t.expired.load(Ordering::Relaxed),
-                "rejudged": c.rejudged.load(Ordering::Relaxed),
-                "named_by_content": c.named_by_content.load(Ordering::Relaxed),
-                "named_by_dns": c.named_by_dns.load(Ordering::Relaxed),
-                "fragments_first": c.fragments_first.load(Ordering::Relaxed),
-                "fragments_later": c.fragments_later.load(Ordering::Relaxed),
-                "mirror_would_drop": c.would_drop.load(Ordering::Relaxed),
+        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        Ok(UsageReport {
+            window_secs: secs,
+            series,
+            bandwidth,
+            bandwidth_changes,
+            flows: FlowTableFacts {
+                live: ins.flows.len(),
+                capacity: ins.flows.capacity(),
+                bytes_per_flow: crate::pipeline::flow::FlowTable::bytes_per_flow(),
+                created: r(&t.created),
+                evicted: r(&t.evicted),
+                expired: r(&t.expired),
+                rejudged: r(&c.rejudged),
+                named_by_content: r(&c.named_by_content),
+                named_by_dns: r(&c.named_by_dns),
+                fragments_first: r(&c.fragments_first),
+                fragments_later: r(&c.fragments_later),
+                mirror_would_drop: r(&c.would_drop),
             },
-            "log": { "written": self.log.written(), "lost": self.log.lost() },
+            log: LogFacts {
+                written: self.log.written(),
+                lost: self.log.lost(),
+            },
         })
     }
+}
+
+/// Window sizes `usage` keeps, in seconds.
+pub const WINDOW_SIZES: [u64; 4] = [1, 10, 60, 300];
+
+/// Traffic per workload and category over time windows, and bandwidth limits.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UsageReport {
+    /// The window size asked for.
+    pub window_secs: u64,
+    /// One series per workload and application category.
+    pub series: Vec<UsageSeries>,
+    /// Bandwidth limits in force (rules' `bandwidth`, moved by auto-bandwidth).
+    pub bandwidth: Vec<BandwidthLimit>,
+    /// Recent auto-bandwidth changes, oldest first.
+    pub bandwidth_changes: Vec<BandwidthChange>,
+    /// The flow table.
+    pub flows: FlowTableFacts,
+    /// The verdict log's writer.
+    pub log: LogFacts,
+}
+
+/// The windows of one workload and category.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UsageSeries {
+    /// The workload.
+    pub workload: String,
+    /// The application category.
+    pub category: String,
+    /// The last closed window.
+    pub last: Counts,
+    /// Closed windows still kept, oldest first.
+    pub points: Vec<UsagePoint>,
+}
+
+/// One closed window.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UsagePoint {
+    /// Start of the window, unix seconds.
+    pub start: u64,
+    /// What it counted.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// A workload's bandwidth limit, each direction.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BandwidthLimit {
+    /// The workload.
+    pub workload: String,
+    /// Bytes per second.
+    pub bytes_per_sec: u64,
+}
+
+/// Flow table figures.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FlowTableFacts {
+    pub live: usize,
+    pub capacity: usize,
+    pub bytes_per_flow: usize,
+    pub created: u64,
+    pub evicted: u64,
+    pub expired: u64,
+    pub rejudged: u64,
+    pub named_by_content: u64,
+    pub named_by_dns: u64,
+    pub fragments_first: u64,
+    pub fragments_later: u64,
+    pub mirror_would_drop: u64,
+}
+
+/// Verdict log writer figures.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogFacts {
+    /// Records written to the files.
+    pub written: u64,
+    /// Records that missed the files (the writer could not keep up).
+    pub lost: u64,
 }
 
 fn endpoint(ip: IpAddr, port: u16, proto_: u8) -> String {
@@ -386,6 +573,7 @@ pub fn record(
     pl: &Pipeline,
     updated_at: u64,
 ) -> FlowRecord {
+    let action = if f.action.allows() { "allow" } else { "deny" };
     let (src, dst) = if f.initiator_lo {
         (k.lo, k.hi)
     } else {
@@ -407,9 +595,10 @@ pub fn record(
         category: pl.apps.category(f.app).to_string(),
         host: f.host.as_deref().map(str::to_string),
         how: f.how.map(|h| h.name().to_string()),
-        action: if f.action.allows() { "allow" } else { "deny" }.to_string(),
+        action: action.to_string(),
         detail: f.action.name().to_string(),
         enforced: !f.mirror,
+        verdict: FlowRecord::verdict_of(!f.mirror, action),
         rule: match f.rule {
             Some(i) if f.generation == pl.generation => pl.rules.rule_id(i).to_string(),
             Some(i) => format!("#{i}"),

@@ -120,60 +120,88 @@ fn clock(ms: u64) -> String {
 
 /// Renders `guardwire usage`: the last closed window per workload and category,
 /// then bandwidth limits and their changes.
-pub fn render_usage(v: &serde_json::Value) -> String {
+pub fn render_usage(u: &crate::control::inspection::UsageReport) -> String {
     let mut o = String::new();
-    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
     let _ = writeln!(
         o,
         "{:<12} {:<18} {:>8} {:>14} {:>10} {:>14} {:>10} {:>6}",
         "workload", "category", "window", "bytes_out", "pkts_out", "bytes_in", "pkts_in", "flows"
     );
-    for r in v["windows"].as_array().into_iter().flatten() {
-        let l = &r["last"];
+    for r in &u.series {
+        let l = &r.last;
         let _ = writeln!(
             o,
             "{:<12} {:<18} {:>7}s {:>14} {:>10} {:>14} {:>10} {:>6}",
-            r["workload"].as_str().unwrap_or("?"),
-            r["category"].as_str().unwrap_or("?"),
-            n(r, "window_secs"),
-            n(l, "bytes_out"),
-            n(l, "packets_out"),
-            n(l, "bytes_in"),
-            n(l, "packets_in"),
-            n(l, "flows"),
+            r.workload,
+            r.category,
+            u.window_secs,
+            l.bytes_out,
+            l.packets_out,
+            l.bytes_in,
+            l.packets_in,
+            l.flows,
         );
     }
-    if let Some(m) = v["bandwidth"].as_object() {
-        for (w, rate) in m {
-            let _ = writeln!(
-                o,
-                "bandwidth {w}: {:.1} Mbit/s",
-                rate.as_u64().unwrap_or(0) as f64 * 8.0 / 1e6
-            );
-        }
+    let mbit = |b: u64| b as f64 * 8.0 / 1e6;
+    for b in &u.bandwidth {
+        let _ = writeln!(
+            o,
+            "bandwidth {}: {:.1} Mbit/s",
+            b.workload,
+            mbit(b.bytes_per_sec)
+        );
     }
-    for c in v["bandwidth_changes"].as_array().into_iter().flatten() {
+    for c in &u.bandwidth_changes {
         let _ = writeln!(
             o,
             "  {} {}: {:.1} -> {:.1} Mbit/s ({})",
-            clock(n(c, "at")),
-            c["workload"].as_str().unwrap_or("?"),
-            n(c, "from") as f64 * 8.0 / 1e6,
-            n(c, "to") as f64 * 8.0 / 1e6,
-            c["reason"].as_str().unwrap_or("?"),
+            clock(c.at),
+            c.workload,
+            mbit(c.from),
+            mbit(c.to),
+            c.reason,
         );
     }
-    let f = &v["flows"];
+    let f = &u.flows;
     let _ = writeln!(
         o,
         "flows: {} live of {} ({} B each), {} created, {} expired, {} evicted, {} rejudged",
-        n(f, "live"),
-        n(f, "capacity"),
-        n(f, "bytes_per_flow"),
-        n(f, "created"),
-        n(f, "expired"),
-        n(f, "evicted"),
-        n(f, "rejudged"),
+        f.live, f.capacity, f.bytes_per_flow, f.created, f.expired, f.evicted, f.rejudged,
     );
+    o
+}
+
+/// Renders `guardwire list`: workloads, ports, modes and frame counters.
+pub fn render_workloads(list: &[crate::control::http::types::Workload]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<12} {:<4} {:<7} {:<7} {:<15} {:<15} {:>12} {:>12} {:>12}",
+        "workload",
+        "kind",
+        "mode",
+        "failure",
+        "workload_port",
+        "uplink_port",
+        "wl_rx",
+        "up_rx",
+        "mirrored"
+    );
+    for w in list {
+        let (wp, up) = (&w.counters.workload_port, &w.counters.uplink_port);
+        let _ = writeln!(
+            o,
+            "{:<12} {:<4} {:<7} {:<7} {:<15} {:<15} {:>12} {:>12} {:>12}",
+            w.name,
+            w.kind,
+            w.mode.name(),
+            format!("{:?}", w.on_failure).to_lowercase(),
+            w.workload_port,
+            w.uplink_port,
+            wp.rx_frames,
+            up.rx_frames,
+            wp.rx_mirrored + up.rx_mirrored,
+        );
+    }
     o
 }

@@ -5,7 +5,7 @@
 //! the tc redirect goes in first and guardwire stops forwarding second; when
 //! guardwire takes over, it starts forwarding first and the redirect goes second.
 
-use super::api::AttachSpec;
+use super::http::types::{Attached, Detached, IdentityView, Workload, WorkloadCounters};
 use crate::datapath::{Datapath, WorkloadInfo};
 use crate::port::ifindex;
 use crate::port::{PacketPort, PacketPortOptions, Port};
@@ -18,6 +18,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// What an attach may say about the workload.
+#[derive(Clone, Debug, Default)]
+pub struct AttachSpec {
+    /// Workload name (default: the namespace's or device's name).
+    pub name: Option<String>,
+    /// Mode to start in (default: the node's default mode).
+    pub mode: Option<SteeringMode>,
+    /// What happens when guardwire dies (default: the node's default).
+    pub on_failure: Option<OnFailure>,
+    /// Addresses the workload may send from, beyond those learned at attach (a
+    /// pod's interface); a VM's cannot be read, so they must be given here.
+    pub identity: crate::pipeline::spoof::Identity,
+}
 
 /// What survives a restart.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -196,7 +210,7 @@ impl Steering {
         via: Via,
         dev: Option<&str>,
         spec: AttachSpec,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<Attached, String> {
         let AttachSpec {
             name,
             mode,
@@ -252,14 +266,18 @@ impl Steering {
             ms,
             "attached"
         );
-        Ok(serde_json::json!({
-            "workload": name, "workload_port": a.workload_port, "uplink_port": a.uplink_port,
-            "host_dev": a.host_dev, "mode": mode, "millis": ms,
-        }))
+        Ok(Attached {
+            workload: name,
+            workload_port: a.workload_port,
+            uplink_port: a.uplink_port,
+            host_dev: a.host_dev,
+            mode,
+            millis: ms,
+        })
     }
 
     /// Detaches a pod attached with `attach`: everything back as it was.
-    pub fn detach(&mut self, name: &str) -> Result<serde_json::Value, String> {
+    pub fn detach(&mut self, name: &str) -> Result<Detached, String> {
         let Some(a) = self.state.attachments.get(name).cloned() else {
             return Err(match self.dp.find(name) {
                 Some(_) => format!(
@@ -282,7 +300,10 @@ impl Steering {
         self.write_watch()?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         tracing::info!(workload = name, ms, "detached");
-        Ok(serde_json::json!({ "workload": name, "millis": ms }))
+        Ok(Detached {
+            workload: name.to_string(),
+            millis: ms,
+        })
     }
 
     /// The mode a workload starts in: the one last set, else `configured`.
@@ -386,7 +407,7 @@ impl Steering {
     }
 
     /// Workloads with their ports, modes and counters.
-    pub fn list(&self) -> Vec<serde_json::Value> {
+    pub fn list(&self) -> Vec<Workload> {
         let stats = self.dp.stats();
         self.dp
             .workloads()
@@ -398,17 +419,30 @@ impl Steering {
                         .iter()
                         .find(|p| p.port == n)
                         .map(|p| p.counters.clone())
+                        .unwrap_or_default()
                 };
-                serde_json::json!({
-                    "name": info.name,
-                    "kind": info.kind,
-                    "mode": info.mode,
-                    "on_failure": info.on_failure,
-                    "workload_port": wp,
-                    "uplink_port": up,
-                    "workload_port_counters": c(&wp),
-                    "uplink_port_counters": c(&up),
-                })
+                Workload {
+                    attached: self.state.attachments.contains_key(&info.name),
+                    identity: IdentityView {
+                        macs: info
+                            .identity
+                            .macs
+                            .iter()
+                            .map(|m| crate::switch::format_mac(m))
+                            .collect(),
+                        ips: info.identity.ips.clone(),
+                    },
+                    counters: WorkloadCounters {
+                        workload_port: c(&wp),
+                        uplink_port: c(&up),
+                    },
+                    name: info.name,
+                    kind: info.kind,
+                    mode: info.mode,
+                    on_failure: info.on_failure,
+                    workload_port: wp,
+                    uplink_port: up,
+                }
             })
             .collect()
     }

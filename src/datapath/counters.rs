@@ -27,10 +27,13 @@ pub struct PortCounters {
     pub kernel_drops: AtomicU64,
     /// Frames too big for a ring slot, discarded whole.
     pub ring_truncated: AtomicU64,
+    /// Frames received here that guardwire dropped, by reason.
+    pub drops: [AtomicU64; DropReason::ALL.len()],
 }
 
 /// A copy of one port's counters.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// Cumulative since the port was opened.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PortCountersSnapshot {
     pub rx_frames: u64,
     pub rx_bytes: u64,
@@ -41,6 +44,10 @@ pub struct PortCountersSnapshot {
     pub tx_bytes: u64,
     pub kernel_drops: u64,
     pub ring_truncated: u64,
+    /// Frames received here that guardwire dropped, by reason (reasons with
+    /// none left out).
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
 }
 
 impl PortCounters {
@@ -57,6 +64,20 @@ impl PortCounters {
             tx_bytes: r(&self.tx_bytes),
             kernel_drops: r(&self.kernel_drops),
             ring_truncated: r(&self.ring_truncated),
+            drops: DropReason::ALL
+                .iter()
+                .map(|d| (d.name().to_string(), r(&self.drops[*d as usize])))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+
+    /// Adds a burst's drops of frames received on this port.
+    pub fn add_drops(&self, t: &BurstTally) {
+        for (a, &v) in self.drops.iter().zip(&t.drops) {
+            if v != 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -84,6 +84,24 @@ impl Forwarding {
         self.ports.get(p.0 as usize).and_then(|s| s.as_ref())
     }
 
+    /// Every workload's two ports: the workload, the port's role, id and slot.
+    pub fn workload_ports(
+        &self,
+    ) -> impl Iterator<Item = (&WorkloadInfo, Role, PortId, &PortSlot)> + '_ {
+        self.workloads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| Some((WorkloadId(i as u32), w.as_ref()?)))
+            .filter_map(|(wl, info)| Some((info, self.topo.workload(wl)?)))
+            .flat_map(|(info, wp)| {
+                [
+                    (info, wp.workload, Role::Workload),
+                    (info, wp.uplink, Role::Uplink),
+                ]
+            })
+            .filter_map(|(info, p, role)| Some((info, role, p, self.port(p)?)))
+    }
+
     fn clone_shallow(&self) -> Forwarding {
         Forwarding {
             topo: self.topo.clone(),
@@ -116,6 +134,19 @@ pub struct Shared {
     pub counters: DatapathCounters,
     /// Tunables.
     pub params: DatapathParams,
+    /// Worker threads still running (a panicked or stopped one is not).
+    pub workers_alive: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts its worker as alive while it runs; dropped on return and on panic.
+struct Alive(Arc<Shared>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0
+            .workers_alive
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -141,7 +172,7 @@ pub struct Datapath {
 }
 
 /// Per-port figures for `guardwire stats`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PortStats {
     pub port: String,
     pub workload: String,
@@ -152,7 +183,7 @@ pub struct PortStats {
 }
 
 /// Everything `guardwire stats` shows.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
     pub uptime_secs: u64,
     pub workers: usize,
@@ -173,6 +204,7 @@ impl Datapath {
             inspector: Arc::new(Inspector::new(params.flow_capacity, params.timeouts)),
             counters: DatapathCounters::default(),
             params: params.clone(),
+            workers_alive: Default::default(),
         });
         let mut workers = Vec::new();
         for id in 0..params.workers.max(1) {
@@ -180,9 +212,16 @@ impl Datapath {
             let poll = mio::Poll::new()?;
             let waker = Arc::new(mio::Waker::new(poll.registry(), worker::WAKER)?);
             let w = Worker::new(id, poll, rx, shared.clone());
+            shared
+                .workers_alive
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let alive = Alive(shared.clone());
             let join = std::thread::Builder::new()
                 .name(format!("gw-worker-{id}"))
-                .spawn(move || w.run())?;
+                .spawn(move || {
+                    let _alive = alive;
+                    w.run()
+                })?;
             workers.push(WorkerHandle {
                 cmds: tx,
                 waker,
@@ -381,25 +420,16 @@ impl Datapath {
     /// All counters.
     pub fn stats(&self) -> StatsSnapshot {
         let fwd = self.shared.fwd.load();
-        let mut ports = Vec::new();
-        for (wl, info) in fwd.workloads.iter().enumerate() {
-            let Some(info) = info else { continue };
-            let wl = WorkloadId(wl as u32);
-            let Some(wp) = fwd.topo.workload(wl) else {
-                continue;
-            };
-            for (p, role) in [(wp.workload, Role::Workload), (wp.uplink, Role::Uplink)] {
-                if let Some(slot) = fwd.port(p) {
-                    ports.push(PortStats {
-                        port: slot.port.name().to_string(),
-                        workload: info.name.clone(),
-                        role,
-                        worker: self.owner.get(&p).copied().unwrap_or(0),
-                        counters: slot.counters.snapshot(),
-                    });
-                }
-            }
-        }
+        let ports = fwd
+            .workload_ports()
+            .map(|(info, role, p, slot)| PortStats {
+                port: slot.port.name().to_string(),
+                workload: info.name.clone(),
+                role,
+                worker: self.owner.get(&p).copied().unwrap_or(0),
+                counters: slot.counters.snapshot(),
+            })
+            .collect();
         let c = &self.shared.counters;
         StatsSnapshot {
             uptime_secs: self.shared.now_secs(),

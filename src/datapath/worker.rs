@@ -507,6 +507,9 @@ impl Worker {
         })?;
         if n > 0 {
             shared.counters.add(&tally);
+            if let Some(slot) = fwd.port(in_id) {
+                slot.counters.add_drops(&tally);
+            }
         }
         Ok(n)
     }

@@ -12,7 +12,7 @@ use std::io;
 use std::path::Path;
 
 /// How a workload's frames travel (see MISSION.md).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SteeringMode {
     /// The kernel joins workload port and uplink port (tc redirect both ways);
@@ -56,7 +56,7 @@ impl std::str::FromStr for SteeringMode {
 }
 
 /// What happens to a workload's traffic when guardwire dies (the watchdog acts).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
     /// The kernel path (`off` mode) is installed: traffic flows uninspected.

@@ -36,6 +36,14 @@ pub fn parse_mac(s: &str) -> Result<Mac, String> {
     Ok(m)
 }
 
+/// Writes "aa:bb:cc:dd:ee:ff".
+pub fn format_mac(m: &Mac) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
 /// Index of a port in the forwarding state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct PortId(pub u32);
@@ -45,7 +53,7 @@ pub struct PortId(pub u32);
 pub struct WorkloadId(pub u32);
 
 /// What a port is to its workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Faces the workload (pod veth end, VM tap).

@@ -5,7 +5,7 @@
 //! even when they fail (`Node` tears the node down on drop).
 #![allow(dead_code)]
 
-use guardwire::control::api::{self, Request};
+use guardwire::control::http::client::Client;
 use guardwire::datapath::{PortStats, StatsSnapshot};
 use guardwire::port::{Frame, PacketPort, PacketPortOptions, Port, VnetHdr, send_all};
 use guardwire::steer::netns;
@@ -136,9 +136,12 @@ impl Node {
 
     /// guardwire's counters.
     pub fn stats(&self) -> StatsSnapshot {
-        let v =
-            api::call(Path::new(self.var("GW_SOCK")), &Request::Stats).expect("guardwire stats");
-        serde_json::from_value(v).expect("stats JSON")
+        self.client().stats().expect("guardwire stats")
+    }
+
+    /// A client of the node's guardwire (its control socket).
+    pub fn client(&self) -> Client {
+        Client::unix(self.var("GW_SOCK"))
     }
 
     /// guardwire's log so far.
@@ -346,8 +349,12 @@ impl Daemon {
 
     /// The daemon's counters.
     pub fn stats(&self) -> StatsSnapshot {
-        let v = api::call(&self.socket, &Request::Stats).expect("guardwire stats");
-        serde_json::from_value(v).expect("stats JSON")
+        self.client().stats().expect("guardwire stats")
+    }
+
+    /// A client of this daemon.
+    pub fn client(&self) -> Client {
+        Client::unix(&self.socket)
     }
 
     /// Kills the daemon with SIGKILL (no cleanup of its own) and reaps it.

@@ -4,9 +4,8 @@
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::de::{self, Deserializer, Visitor};
-use serde::ser::{self, SerializeStruct, Serializer};
+use serde::ser::{self, Serializer};
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -36,11 +35,10 @@ const REOPEN_EVERY: Duration = Duration::from_secs(1);
 /// One flow decision, or an update of it as the flow ages.
 ///
 /// In JSON, `first_seen` and `updated_at` are RFC 3339 UTC strings with
-/// milliseconds, and a derived `verdict` field ("would deny" …) is added for
-/// readers; it is ignored when reading a record back.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// milliseconds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FlowRecord {
-    /// "new", "update", "rejudged", "end" or "evicted".
+    /// "new", "update", "rejudged", "end", "evicted", or "live" for a flow table entry.
     pub event: String,
     /// Workload (pod or VM) the flow belongs to.
     pub workload: String,
@@ -59,10 +57,10 @@ pub struct FlowRecord {
     /// Category of the application.
     pub category: String,
     /// Host name the classification was based on, if any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// What the classification came from: "sni", "quic_sni", "http_host", "dns" or "port".
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub how: Option<String>,
     /// "allow" or "deny": what a person reads.
     pub action: String,
@@ -70,10 +68,14 @@ pub struct FlowRecord {
     pub detail: String,
     /// False in mirror mode, where the verdict is only what would have happened.
     pub enforced: bool,
+    /// The action as a person reads it: "allow", "deny", or when not enforced
+    /// "would allow", "would deny" (see [`FlowRecord::verdict_of`]).
+    #[serde(default)]
+    pub verdict: String,
     /// Id of the rule that decided, or "default".
     pub rule: String,
     /// The `log` rule that matched before the deciding one, if any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logged_by: Option<String>,
     /// Packets from the flow's initiator.
     pub packets_out: u64,
@@ -83,75 +85,35 @@ pub struct FlowRecord {
     pub packets_in: u64,
     /// Bytes towards the flow's initiator.
     pub bytes_in: u64,
-    /// When the flow was first seen, unix milliseconds.
-    #[serde(deserialize_with = "de_millis")]
+    /// When the flow was first seen (unix milliseconds in memory, RFC 3339 in JSON).
+    #[serde(deserialize_with = "de_millis", serialize_with = "ser_millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub first_seen: u64,
-    /// When this record was made, unix milliseconds.
-    #[serde(deserialize_with = "de_millis")]
+    /// When this record was made (unix milliseconds in memory, RFC 3339 in JSON).
+    #[serde(deserialize_with = "de_millis", serialize_with = "ser_millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: u64,
 }
 
 impl FlowRecord {
     /// The verdict as a person reads it: "allow", "deny", or in mirror mode
     /// "would allow", "would deny".
-    pub fn verdict(&self) -> String {
-        self.verdict_str().into_owned()
+    pub fn verdict(&self) -> &str {
+        &self.verdict
     }
 
-    fn verdict_str(&self) -> Cow<'_, str> {
-        if self.enforced {
-            return Cow::Borrowed(&self.action);
-        }
-        match self.action.as_str() {
-            "allow" => Cow::Borrowed("would allow"),
-            "deny" => Cow::Borrowed("would deny"),
-            other => Cow::Owned(format!("would {other}")),
+    /// The verdict words for an action, enforced or only observed.
+    pub fn verdict_of(enforced: bool, action: &str) -> String {
+        if enforced {
+            action.to_string()
+        } else {
+            format!("would {action}")
         }
     }
 }
 
-// Written by hand only to add the derived `verdict` field without storing it.
-impl Serialize for FlowRecord {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let fields = 20
-            + usize::from(self.host.is_some())
-            + usize::from(self.how.is_some())
-            + usize::from(self.logged_by.is_some());
-        let mut st = s.serialize_struct("FlowRecord", fields)?;
-        st.serialize_field("event", &self.event)?;
-        st.serialize_field("workload", &self.workload)?;
-        st.serialize_field("mode", &self.mode)?;
-        st.serialize_field("direction", &self.direction)?;
-        st.serialize_field("proto", &self.proto)?;
-        st.serialize_field("src", &self.src)?;
-        st.serialize_field("dst", &self.dst)?;
-        st.serialize_field("app", &self.app)?;
-        st.serialize_field("category", &self.category)?;
-        match &self.host {
-            Some(h) => st.serialize_field("host", h)?,
-            None => st.skip_field("host")?,
-        }
-        match &self.how {
-            Some(h) => st.serialize_field("how", h)?,
-            None => st.skip_field("how")?,
-        }
-        st.serialize_field("action", &self.action)?;
-        st.serialize_field("detail", &self.detail)?;
-        st.serialize_field("enforced", &self.enforced)?;
-        st.serialize_field("verdict", &self.verdict_str())?;
-        st.serialize_field("rule", &self.rule)?;
-        match &self.logged_by {
-            Some(l) => st.serialize_field("logged_by", l)?,
-            None => st.skip_field("logged_by")?,
-        }
-        st.serialize_field("packets_out", &self.packets_out)?;
-        st.serialize_field("bytes_out", &self.bytes_out)?;
-        st.serialize_field("packets_in", &self.packets_in)?;
-        st.serialize_field("bytes_in", &self.bytes_in)?;
-        st.serialize_field("first_seen", &Millis(self.first_seen))?;
-        st.serialize_field("updated_at", &Millis(self.updated_at))?;
-        st.end()
-    }
+pub(crate) fn ser_millis<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+    Millis(*ms).serialize(s)
 }
 
 /// Unix milliseconds written as an RFC 3339 UTC time with milliseconds.
@@ -174,7 +136,7 @@ impl Serialize for Millis {
 }
 
 /// Accepts an RFC 3339 time, or plain unix milliseconds as written by older tools.
-fn de_millis<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn de_millis<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     struct V;
     impl Visitor<'_> for V {
         type Value = u64;
@@ -228,6 +190,9 @@ pub struct Filter {
     pub until: Option<u64>,
     /// Exact event ("new", "end" …).
     pub event: Option<String>,
+    /// Text found (case-insensitively) in any of the record's words: workload,
+    /// addresses, app, category, host, rule, action, protocol.
+    pub q: Option<String>,
 }
 
 impl Filter {
@@ -248,7 +213,31 @@ impl Filter {
                 .is_none_or(|a| a == r.app || a == r.category)
             && self.since.is_none_or(|t| r.updated_at >= t)
             && self.until.is_none_or(|t| r.updated_at <= t)
+            && self.q.as_deref().is_none_or(|q| text_matches(r, q))
     }
+}
+
+fn text_matches(r: &FlowRecord, q: &str) -> bool {
+    let q = q.to_lowercase();
+    let words = [
+        &r.workload,
+        &r.src,
+        &r.dst,
+        &r.app,
+        &r.category,
+        &r.rule,
+        &r.action,
+        &r.detail,
+        &r.verdict,
+        &r.proto,
+        &r.event,
+        &r.direction,
+    ];
+    words
+        .into_iter()
+        .chain(r.host.as_ref())
+        .chain(r.logged_by.as_ref())
+        .any(|w| w.to_lowercase().contains(&q))
 }
 
 /// Counters shared with the writer thread.
@@ -271,12 +260,21 @@ enum Msg {
 /// [`record`](Self::record) never waits on the disk; records the writer cannot
 /// keep up with are counted in [`lost`](Self::lost).
 pub struct VerdictLog {
-    // Records are shared between the ring and the writer instead of cloned.
-    ring: Mutex<VecDeque<Arc<FlowRecord>>>,
+    // Records are shared between the ring and the writer instead of cloned; each
+    // carries its sequence number (1, 2, ...), the cursor of queries and streams.
+    ring: Mutex<Ring>,
     ring_cap: usize,
     tx: Option<Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
+    /// The newest sequence number, for streams waiting on new records.
+    latest: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Ring {
+    records: VecDeque<(u64, Arc<FlowRecord>)>,
+    next_seq: u64,
 }
 
 impl VerdictLog {
@@ -297,11 +295,15 @@ impl VerdictLog {
 
     fn memory(ring: usize) -> VerdictLog {
         VerdictLog {
-            ring: Mutex::new(VecDeque::with_capacity(ring.min(CHANNEL_CAP))),
+            ring: Mutex::new(Ring {
+                records: VecDeque::with_capacity(ring.min(CHANNEL_CAP)),
+                next_seq: 1,
+            }),
             ring_cap: ring,
             tx: None,
             writer: None,
             shared: Arc::default(),
+            latest: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -309,18 +311,21 @@ impl VerdictLog {
     pub fn record(&self, r: FlowRecord) {
         let r = Arc::new(r);
         if self.ring_cap > 0 {
-            let evicted = {
+            let (seq, evicted) = {
                 let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-                let old = if ring.len() >= self.ring_cap {
-                    ring.pop_front()
+                let old = if ring.records.len() >= self.ring_cap {
+                    ring.records.pop_front()
                 } else {
                     None
                 };
-                ring.push_back(r.clone());
-                old
+                let seq = ring.next_seq;
+                ring.next_seq += 1;
+                ring.records.push_back((seq, r.clone()));
+                (seq, old)
             };
             // Freed outside the lock so the next caller is not held up.
             drop(evicted);
+            self.latest.send_replace(seq);
         }
         // Full, or the writer is gone: either way the record misses the file.
         if let Some(tx) = &self.tx
@@ -332,17 +337,50 @@ impl VerdictLog {
 
     /// The newest `limit` records in the ring that match `f`, newest last.
     pub fn query(&self, f: &Filter, limit: usize) -> Vec<FlowRecord> {
+        let mut page = self.page(f, None, limit);
+        page.reverse();
+        page.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Up to `limit` records matching `f` with a sequence number below `before`
+    /// (all when `None`), newest first, with their sequence numbers.
+    pub fn page(&self, f: &Filter, before: Option<u64>, limit: usize) -> Vec<(u64, FlowRecord)> {
         // Only cheap comparisons under the lock; the copies are made after it.
-        let picked: Vec<Arc<FlowRecord>> = {
+        let picked: Vec<(u64, Arc<FlowRecord>)> = {
             let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-            ring.iter()
+            let end = before.map_or(ring.records.len(), |b| {
+                ring.records.partition_point(|(s, _)| *s < b)
+            });
+            ring.records
+                .range(..end)
                 .rev()
-                .filter(|r| f.matches(r))
+                .filter(|(_, r)| f.matches(r))
                 .take(limit)
                 .cloned()
                 .collect()
         };
-        picked.into_iter().rev().map(|r| (*r).clone()).collect()
+        picked.into_iter().map(|(s, r)| (s, (*r).clone())).collect()
+    }
+
+    /// Up to `limit` records matching `f` with a sequence number above `after`,
+    /// oldest first: what a stream that has seen `after` sends next.
+    pub fn since(&self, f: &Filter, after: u64, limit: usize) -> Vec<(u64, FlowRecord)> {
+        let picked: Vec<(u64, Arc<FlowRecord>)> = {
+            let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+            let start = ring.records.partition_point(|(s, _)| *s <= after);
+            ring.records
+                .range(start..)
+                .filter(|(_, r)| f.matches(r))
+                .take(limit)
+                .cloned()
+                .collect()
+        };
+        picked.into_iter().map(|(s, r)| (s, (*r).clone())).collect()
+    }
+
+    /// The newest sequence number so far, and a way to wait for the next one.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.latest.subscribe()
     }
 
     /// Records dropped because the writer's queue was full or the writer was gone.
@@ -724,6 +762,7 @@ mod tests {
             action: "allow".into(),
             detail: "allow".into(),
             enforced: true,
+            verdict: "allow".into(),
             rule: "default".into(),
             logged_by: None,
             packets_out: i,
@@ -781,14 +820,10 @@ mod tests {
 
     #[test]
     fn verdict_words() {
-        let mut r = rec(0);
-        assert_eq!(r.verdict(), "allow");
-        r.action = "deny".into();
-        assert_eq!(r.verdict(), "deny");
-        r.enforced = false;
-        assert_eq!(r.verdict(), "would deny");
-        r.action = "allow".into();
-        assert_eq!(r.verdict(), "would allow");
+        assert_eq!(FlowRecord::verdict_of(true, "allow"), "allow");
+        assert_eq!(FlowRecord::verdict_of(true, "deny"), "deny");
+        assert_eq!(FlowRecord::verdict_of(false, "deny"), "would deny");
+        assert_eq!(FlowRecord::verdict_of(false, "allow"), "would allow");
     }
 
     #[test]

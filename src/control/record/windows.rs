@@ -16,7 +16,7 @@ const LEVELS: [(u64, usize); 4] = [(1, 60), (10, 60), (60, 60), (300, 12)];
 const EMPTY: u64 = u64::MAX;
 
 /// Traffic counted in one window. "out" is from the flow's initiator.
-#[derive(Clone, Copy, Default, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Counts {
     /// Bytes from the initiator.
     pub bytes_out: u64,

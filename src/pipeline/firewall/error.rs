@@ -71,4 +71,14 @@ impl RulesError {
             | RulesError::DuplicateId { line, .. } => *line,
         }
     }
+
+    /// The key the error is about (`rule[3].dst_ports`), when it is known.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            RulesError::Syntax { .. } => None,
+            RulesError::Invalid { key, .. }
+            | RulesError::Conflict { key, .. }
+            | RulesError::DuplicateId { key, .. } => Some(key),
+        }
+    }
 }

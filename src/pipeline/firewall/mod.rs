@@ -193,10 +193,10 @@ impl Scope {
 
 /// An address prefix of either family; v4 addresses sit in the low 32 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct Prefix {
-    pub v6: bool,
-    pub bits: u128,
-    pub len: u8,
+pub struct Prefix {
+    pub(crate) v6: bool,
+    pub(crate) bits: u128,
+    pub(crate) len: u8,
 }
 
 /// Family and bits of an address, in the layout [`Prefix`] uses.
@@ -217,8 +217,17 @@ pub(crate) fn prefix_mask(v6: bool, len: u8) -> u128 {
     }
 }
 
+impl std::str::FromStr for Prefix {
+    type Err = String;
+    /// "10.0.0.0/8", "2001:db8::/32" or a plain address.
+    fn from_str(s: &str) -> Result<Prefix, String> {
+        parse::prefix(s)
+    }
+}
+
 impl Prefix {
-    fn contains(&self, a: IpAddr) -> bool {
+    /// Whether `a` lies in the prefix.
+    pub fn contains(&self, a: IpAddr) -> bool {
         let (v6, bits) = addr_bits(a);
         v6 == self.v6 && bits & prefix_mask(v6, self.len) == self.bits
     }

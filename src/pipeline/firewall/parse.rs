@@ -152,7 +152,7 @@ fn strings(cx: &Ctx, v: &Spanned<Value>, key: &str) -> Result<Vec<String>, Rules
 }
 
 /// "10.0.0.0/8", "2001:db8::/32" or a plain address.
-fn prefix(s: &str) -> Result<Prefix, String> {
+pub(super) fn prefix(s: &str) -> Result<Prefix, String> {
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
