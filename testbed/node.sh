@@ -23,10 +23,17 @@ POD_SUBNET=10.244.0.0/24
 POD_GW=10.244.0.1
 PEER_IP=10.99.0.2
 PEER_GW=10.99.0.1
+# The management link (the patent's second virtual wire): sec ns mgmt0 <-> host
+# ns gwmgmt, where the controller side (and a browser) sits. Routed, so a pod
+# can reach the API address too, as it could on a real cluster network: the
+# API must refuse it.
+MGMT_IP=10.98.0.1
+API_IP=10.98.0.2
+API_PORT=7443
 VM_IP=10.244.0.200
 VM_MAC=52:54:00:12:34:01
 VM_TAP=tap-vm1
-MAX_PODS=100
+MAX_PODS=120
 
 PREFIX=""
 STATE=""
@@ -246,6 +253,16 @@ create_sec() {
     ip netns exec "$NS_SEC" sysctl -qw net.ipv6.conf.default.disable_ipv6=1
 }
 
+create_mgmt() {
+    log "management link: $NS_HOST gwmgmt ($MGMT_IP) <-> $NS_SEC mgmt0 ($API_IP)"
+    ip -n "$NS_HOST" link add gwmgmt type veth peer name mgmt0 netns "$NS_SEC"
+    ip -n "$NS_HOST" addr add "$MGMT_IP/24" dev gwmgmt
+    ip -n "$NS_HOST" link set gwmgmt up
+    ip -n "$NS_SEC" addr add "$API_IP/24" dev mgmt0
+    ip -n "$NS_SEC" link set mgmt0 up
+    ip -n "$NS_SEC" route add "$POD_SUBNET" via "$MGMT_IP"
+}
+
 # steer W DEV: move host-side device DEV (a cni0 port) into sec ns as wp-W and
 # put a new veth (up-W in sec ns) into cni0 under DEV's old name and MAC.
 steer() {
@@ -272,6 +289,7 @@ write_gw_config() {
             "$PREFIX" "$STATE/guardwire.sock" "$STATE" "/var/run/netns/$NS_HOST"
         printf '[datapath]\nworkers = %s\n' "$workers"
         printf '[inspect]\nlog_ring = %s\n' "$log_ring"
+        printf '[api]\nlisten = "%s:%s"\nallow_from = ["%s/32"]\n' "$API_IP" "$API_PORT" "$MGMT_IP"
         for w in "${STATIC[@]}"; do
             kind=pod
             [[ $w == vm* ]] && kind=vm
@@ -353,10 +371,14 @@ write_env() {
         fi
         if [[ $forwarder == guardwire ]]; then
             kv GW_PID "$(<"$STATE/guardwire.pid")" GW_SOCK "$STATE/guardwire.sock" \
-                GW_CONFIG "$STATE/guardwire.toml" GW_LOG "$STATE/guardwire.log"
+                GW_CONFIG "$STATE/guardwire.toml" GW_LOG "$STATE/guardwire.log" \
+                GW_API "$API_IP:$API_PORT" GW_API_URL "http://$API_IP:$API_PORT/" \
+                GW_ADMIN_TOKEN_FILE "$STATE/api/admin.token" GW_VIEWER_TOKEN_FILE "$STATE/api/viewer.token"
         else
-            kv GW_PID "" GW_SOCK "" GW_CONFIG "" GW_LOG ""
+            kv GW_PID "" GW_SOCK "" GW_CONFIG "" GW_LOG "" GW_API "" GW_API_URL "" \
+                GW_ADMIN_TOKEN_FILE "" GW_VIEWER_TOKEN_FILE ""
         fi
+        kv MGMT_NS "$NS_HOST" MGMT_IP "$MGMT_IP"
         kv GW_BIN_DIR "$GW_BIN_DIR"
     } >"$STATE/node.env"
 }
@@ -431,6 +453,7 @@ cmd_up() {
     checkpoint vm
 
     create_sec
+    create_mgmt
     STATIC=()
     if [[ $live == 0 ]]; then
         STATIC=("${WORKLOADS[@]}")

@@ -181,8 +181,25 @@ fn start_api(
     Ok(())
 }
 
+/// Raises the soft limit of open files to the hard one: every API client is a
+/// descriptor, and the default soft limit (1024) is below `api.max_connections`.
+fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one rlimit struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
 /// Runs the daemon until a signal asks it to stop.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    raise_fd_limit();
     if cfg.node.sec_ns_hygiene {
         steer::prepare_sec_ns()?;
         for w in &cfg.workloads {

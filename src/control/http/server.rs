@@ -98,13 +98,31 @@ pub fn router(ctx: Arc<Ctx>, gate: Arc<Gate>, max_body: usize) -> Router {
             Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
         .with_state(ctx);
-    api.layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
-        .layer(DefaultBodyLimit::max(max_body))
+    bounded(
+        api.layer(axum::middleware::from_fn_with_state(gate, auth::authorize)),
+        max_body,
+    )
+}
+
+/// The limits every request is held to: body size and time, and a panicking
+/// handler answered with 500 (and logged) instead of taking the server down.
+fn bounded(r: Router, max_body: usize) -> Router {
+    r.layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
-        .layer(CatchPanicLayer::custom(|_| {
-            tracing::error!("an API handler panicked; answered 500");
-            Refusal::internal("internal error (logged)").into_response()
-        }))
+        .layer(CatchPanicLayer::custom(
+            |p: Box<dyn std::any::Any + Send>| {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(
+                    panic = what.as_str(),
+                    "an API handler panicked; answered 500"
+                );
+                Refusal::internal("internal error (logged)").into_response()
+            },
+        ))
 }
 
 async fn openapi() -> Response {
@@ -403,4 +421,74 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let l = std::net::TcpListener::bind(addr)?;
     l.set_nonblocking(true)?;
     Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn fetch(router: &Router, path: &str) -> String {
+        let (client, server) = tokio::net::UnixStream::pair().unwrap();
+        tokio::spawn(serve_conn(server, Peer::Unix { uid: 0 }, router.clone()));
+        let mut c = client;
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    async fn boom() -> &'static str {
+        panic!("handler bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_server_goes_on() {
+        let r = bounded(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/ok", get(|| async { "fine" })),
+            1024,
+        );
+        let a = fetch(&r, "/boom").await;
+        assert!(a.starts_with("HTTP/1.1 500"), "{a}");
+        assert!(a.contains("internal error"), "{a}");
+        let b = fetch(&r, "/ok").await;
+        assert!(b.starts_with("HTTP/1.1 200") && b.ends_with("fine"), "{b}");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_413() {
+        let r = bounded(
+            Router::new().route(
+                "/in",
+                post(
+                    |super::super::extract::Body(v): super::super::extract::Body<
+                        serde_json::Value,
+                    >| async move { v.to_string() },
+                ),
+            ),
+            16,
+        );
+        let (client, server) = tokio::net::UnixStream::pair().unwrap();
+        tokio::spawn(serve_conn(server, Peer::Unix { uid: 0 }, r));
+        let mut c = client;
+        let body = format!("\"{}\"", "x".repeat(64));
+        c.write_all(
+            format!(
+                "POST /in HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out).await;
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    }
 }

@@ -952,6 +952,7 @@ mod tests {
         let mut r = rec(7);
         r.enforced = false;
         r.action = "deny".into();
+        r.verdict = FlowRecord::verdict_of(false, "deny");
         r.first_seen = 1_795_654_923_456;
         let s = serde_json::to_string(&r).unwrap();
         assert!(s.contains(r#""verdict":"would deny""#), "{s}");
