@@ -551,3 +551,213 @@ fn a_thousand_api_clients_neither_stall_forwarding_nor_leak() {
         "the daemon's fds back to where they were",
     );
 }
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let o = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A key and a certificate `name.pem` signed by CA `ca`, with extensions `ext`.
+fn issue(dir: &std::path::Path, ca: &str, name: &str, cn: &str, ext: &str) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    let subj = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &subj,
+            "-addext",
+            ext,
+        ],
+    );
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-copy_extensions",
+            "copyall",
+        ],
+    );
+}
+
+fn new_ca(dir: &std::path::Path, name: &str) {
+    let (key, pem, subj) = (
+        format!("{name}.key"),
+        format!("{name}.pem"),
+        format!("/CN={name}"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-subj",
+            &subj,
+        ],
+    );
+}
+
+#[test]
+fn tls_with_tokens_and_client_certificates() {
+    require_root();
+    let ns = TempNetns::new("tap4-tls");
+    let _ = std::process::Command::new("ip")
+        .args(["-n", &ns.0, "link", "set", "lo", "up"])
+        .status();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    new_ca(d, "ca");
+    new_ca(d, "rogue");
+    issue(
+        d,
+        "ca",
+        "server",
+        "guardwire",
+        "subjectAltName=IP:127.0.0.1",
+    );
+    issue(
+        d,
+        "ca",
+        "controller",
+        "controller",
+        "extendedKeyUsage=clientAuth",
+    );
+    issue(
+        d,
+        "rogue",
+        "intruder",
+        "controller",
+        "extendedKeyUsage=clientAuth",
+    );
+    let p = |f: &str| d.join(f).display().to_string();
+    let cfg = format!(
+        "[node]\nname = \"tls\"\ncontrol_socket = \"{{socket}}\"\nstate_dir = \"{{state}}\"\n\
+         [api]\nlisten = \"127.0.0.1:7443\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
+        p("server.pem"),
+        p("server.key"),
+        p("ca.pem")
+    );
+    let daemon_dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&ns.0, daemon_dir.path(), &cfg);
+    let viewer = read_token(
+        &daemon_dir
+            .path()
+            .join("state/api/viewer.token")
+            .display()
+            .to_string(),
+    );
+    let curl = |extra: &[&str]| -> (bool, String) {
+        let mut c = std::process::Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &ns.0,
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "--cacert",
+            &p("ca.pem"),
+        ]);
+        c.args(extra);
+        let o = c.output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let url = "https://127.0.0.1:7443/api/v1/whoami";
+    let (ok, out) = curl(&[url, "-w", " %{http_code}"]);
+    assert!(
+        ok && out.ends_with(" 401"),
+        "no token, no certificate: {out}"
+    );
+    let auth = format!("Authorization: Bearer {viewer}");
+    let (ok, out) = curl(&["-H", &auth, url]);
+    assert!(
+        ok && out.contains("\"role\":\"viewer\""),
+        "token over TLS: {out}"
+    );
+    let (ok, out) = curl(&[
+        "--cert",
+        &p("controller.pem"),
+        "--key",
+        &p("controller.key"),
+        url,
+    ]);
+    assert!(
+        ok && out.contains("\"role\":\"admin\"") && out.contains("cert:"),
+        "client cert: {out}"
+    );
+    let (ok, out) = curl(&[
+        "--cert",
+        &p("intruder.pem"),
+        "--key",
+        &p("intruder.key"),
+        url,
+    ]);
+    assert!(!ok, "a certificate from another CA was accepted: {out}");
+    let (ok, _) = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "http://127.0.0.1:7443/api/v1/health",
+        ])
+        .output()
+        .map(|o| (o.status.success() && !o.stdout.is_empty(), ()))
+        .unwrap();
+    assert!(!ok, "plain HTTP answered on the TLS port");
+    drop(daemon);
+}

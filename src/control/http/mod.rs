@@ -31,7 +31,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         routes::set_mode, routes::rules, routes::validate, routes::push, routes::history,
         routes::rollback, routes::log, routes::flows, routes::log_stream, routes::usage,
     ),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &EveryAnswer),
+    components(schemas(types::ApiError)),
     security(("bearer" = [])),
     tags(
         (name = "node", description = "the node and its datapath"),
@@ -51,5 +52,47 @@ impl utoipa::Modify for Bearer {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// Answers any operation can give, added to each: no or a bad token (401), too
+/// many requests from one address (429), a handler that failed (500). They are
+/// real answers of every endpoint, so a client generated from the document
+/// expects them.
+struct EveryAnswer;
+
+impl utoipa::Modify for EveryAnswer {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let answer = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ApiError")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in doc.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for op in ops.into_iter().flatten() {
+                let r = &mut op.responses.responses;
+                for (code, what) in [
+                    ("401", "no token, or a token that is not valid"),
+                    ("429", "too many requests from this address"),
+                    ("500", "the request failed inside guardwire (logged)"),
+                ] {
+                    r.entry(code.to_string())
+                        .or_insert_with(|| answer(what).into());
+                }
+            }
+        }
     }
 }

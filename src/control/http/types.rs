@@ -136,7 +136,7 @@ pub struct AttachPod {
     #[serde(default = "eth0")]
     pub ifname: String,
     /// Name, mode, on_failure, addresses.
-    #[serde(flatten)]
+    #[serde(default)]
     pub options: AttachOptions,
 }
 
@@ -154,7 +154,7 @@ pub struct AttachVm {
     #[serde(default)]
     pub hybrid: bool,
     /// Name, mode, on_failure, addresses.
-    #[serde(flatten)]
+    #[serde(default)]
     pub options: AttachOptions,
 }
 
