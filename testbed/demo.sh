@@ -4,10 +4,13 @@
 # steering modes, survives a SIGKILL (the watchdog fails open), comes back and
 # re-adopts everything, and detaches, leaving the node as it was. Run as root:
 #
-#   testbed/demo.sh [--no-build]
+#   testbed/demo.sh [--no-build] [--no-wait] [--port N]
 #
-# --no-build skips `cargo build --release`. Everything is torn down on exit, on
-# error and on Ctrl-C.
+# --no-build skips `cargo build --release`. Midway the node's web page is
+# opened on http://127.0.0.1:PORT/ (default 7443, a forward into the test bed's
+# management link) and the demo waits for Enter while you look at it; --no-wait
+# (or no terminal on stdin) goes straight on. Everything is torn down on exit,
+# on error and on Ctrl-C.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -15,11 +18,15 @@ REPO_ROOT=$(dirname "$SCRIPT_DIR")
 NODE_SH=$SCRIPT_DIR/node.sh
 PREFIX=gwdemo
 BUILD=1
+WAIT=1
+PAGE_PORT=7443
 
 while [[ $# -gt 0 ]]; do
     case $1 in
     --no-build) BUILD=0; shift ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    --no-wait) WAIT=0; shift ;;
+    --port) PAGE_PORT=${2:?--port needs a number}; shift 2 ;;
+    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -34,16 +41,16 @@ die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
 
 section "Prerequisites"
 missing=()
-for c in ip iperf3 ethtool ping sysctl; do
+for c in ip iperf3 ethtool ping sysctl socat curl; do
     command -v "$c" >/dev/null || missing+=("$c")
 done
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] || missing+=("CNI plugins")
 if [[ ${#missing[@]} -gt 0 ]]; then
     note "missing: ${missing[*]}; installing packages"
     apt-get update
-    apt-get install -y --no-install-recommends iproute2 iperf3 ethtool containernetworking-plugins iputils-ping procps
+    apt-get install -y --no-install-recommends iproute2 iperf3 ethtool containernetworking-plugins iputils-ping procps socat curl
 else
-    note "iproute2, iperf3, ethtool, ping, sysctl and the CNI plugins are present"
+    note "iproute2, iperf3, ethtool, ping, sysctl, socat, curl and the CNI plugins are present"
 fi
 
 if [[ $BUILD == 1 ]]; then
@@ -68,6 +75,7 @@ cleanup() {
     *) printf '\ndemo FAILED (exit %s) in the step above\n' "$rc" ;;
     esac
     section "Teardown"
+    [[ -n ${PAGE_FWD:-} ]] && kill "$PAGE_FWD" 2>/dev/null
     "$NODE_SH" down "$PREFIX" || true
     note "node $PREFIX removed"
     exit "$rc"
@@ -198,7 +206,41 @@ gw list
 ping_from "$POD_NS_1" "$PEER_IP" | tail -2
 stats
 
-section "9. Detach everything: the node is back as the CNI and the hypervisor left it"
+section "9. The node's web page and API (the patent's Fig. 8), on the management link"
+# The API listens on the test bed's management link ($GW_API, inside the
+# namespaces); a forward from this machine's loopback lets a browser here reach
+# it. guardwire still sees the management side's address and asks for a token.
+printf '#!/bin/sh\nexec ip netns exec %s socat STDIO TCP:%s\n' "$NS_HOST" "$GW_API" >"$STATE/page-forward"
+chmod 700 "$STATE/page-forward"
+socat "TCP-LISTEN:$PAGE_PORT,bind=127.0.0.1,reuseaddr,fork" "EXEC:$STATE/page-forward" &
+PAGE_FWD=$!
+TOKEN=$(cat "$GW_ADMIN_TOKEN_FILE")
+for _ in $(seq 50); do
+    curl -sf -o /dev/null "http://127.0.0.1:$PAGE_PORT/api/v1/health" && break
+    sleep 0.1
+done
+note "page:          http://127.0.0.1:$PAGE_PORT/"
+note "admin token:   $TOKEN"
+note "viewer token:  $(cat "$GW_VIEWER_TOKEN_FILE")"
+note "API document:  http://127.0.0.1:$PAGE_PORT/api/v1/openapi.json"
+echo "  -- GET /api/v1/workloads (curl with the admin token) --"
+curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PAGE_PORT/api/v1/workloads" |
+    python3 -c 'import json,sys; [print("  ", w["name"], w["kind"], w["mode"], w["workload_port"], w["uplink_port"]) for w in json.load(sys.stdin)]'
+echo "  -- /metrics (a few lines) --"
+curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PAGE_PORT/metrics" |
+    grep -E '^guardwire_(port_rx_frames_total|verdicts_total|rules_generation)' | head -8 | sed 's/^/  /'
+echo "  -- without a token --"
+curl -s "http://127.0.0.1:$PAGE_PORT/api/v1/workloads" | sed 's/^/  /'
+echo
+if [[ $WAIT == 1 && -t 0 ]]; then
+    # Traffic for the page to show while it is open.
+    ip netns exec "$POD_NS_1" ping -i 0.5 "$PEER_IP" >/dev/null 2>&1 &
+    PINGER=$!
+    read -r -p "  Open the page, log in with the admin token; press Enter to go on (detach, teardown) " _
+    kill "$PINGER" 2>/dev/null || true
+fi
+
+section "10. Detach everything: the node is back as the CNI and the hypervisor left it"
 gw detach pod1
 gw detach pod2
 gw detach vm1

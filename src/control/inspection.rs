@@ -332,8 +332,8 @@ impl Inspection {
             w.add(&key, *c);
         }
         drop(totals);
-        let now_s = now_ms / 1000;
-        w.tick(now_s);
+        // Windows are aligned to wall-clock seconds, which is what they report.
+        w.tick(ins.unix_ms(now_ms) / 1000);
         w.forget_idle(600);
         drop(w);
         // Auto-bandwidth: the busier direction of the workload since the last

@@ -356,7 +356,7 @@ fn problem(e: &RulesError) -> RuleProblem {
     RuleProblem {
         line: e.line(),
         field: e.key().map(str::to_string),
-        message: e.to_string(),
+        message: e.detail(),
     }
 }
 

@@ -241,7 +241,7 @@ pub struct RuleProblem {
     pub line: usize,
     /// The key, e.g. `rule[2].action`, when known.
     pub field: Option<String>,
-    /// What is wrong, with file and line.
+    /// What is wrong (the line and field are given beside it).
     pub message: String,
 }
 

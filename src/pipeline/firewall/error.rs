@@ -72,6 +72,18 @@ impl RulesError {
         }
     }
 
+    /// What is wrong, without the file, line and key the error also names.
+    pub fn detail(&self) -> String {
+        match self {
+            RulesError::Syntax { msg, .. }
+            | RulesError::Invalid { msg, .. }
+            | RulesError::Conflict { msg, .. } => msg.clone(),
+            RulesError::DuplicateId { id, first, .. } => {
+                format!("rule id {id:?} is already used by rule[{first}]")
+            }
+        }
+    }
+
     /// The key the error is about (`rule[3].dst_ports`), when it is known.
     pub fn key(&self) -> Option<&str> {
         match self {

@@ -825,10 +825,13 @@
       errLines = new Set(errors.map(lineOf).filter((n) => n != null));
       $('#rules-errors').replaceChildren(...errors.map((e) => {
         const line = lineOf(e);
+        const msg = e.message ?? e.error ?? '';
         const parts = [];
-        if (line != null) parts.push(t('rules.line', { n: line }));
-        if (e.field) parts.push(e.field);
-        parts.push(e.message ?? e.error ?? '');
+        // A push refusal's text already says "file:line: field: ..." itself.
+        const located = line != null && msg.includes(`:${line}:`);
+        if (line != null && !located) parts.push(t('rules.line', { n: line }));
+        if (e.field && !located) parts.push(e.field);
+        parts.push(msg);
         const li = el('li', { 'data-line': line, 'data-field': e.field ?? null,
           title: e.column != null ? `column ${e.column}` : null }, parts.join(': '));
         if (line != null) li.addEventListener('click', () => gotoLine(line));
