@@ -54,7 +54,10 @@ fn step(n: &Node, token: &str, args: &[&str]) -> String {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// Whether a TCP connection from the pod to the peer's iperf3 port goes through.
@@ -66,7 +69,10 @@ fn connects(n: &Node) -> bool {
 }
 
 fn tc_filters(n: &Node, dev: &str) -> String {
-    n.ok(n.var("NS_SEC"), &["tc", "filter", "show", "dev", dev, "ingress"])
+    n.ok(
+        n.var("NS_SEC"),
+        &["tc", "filter", "show", "dev", dev, "ingress"],
+    )
 }
 
 const DENY_5201: &str = "default = \"allow\"\n\n[[rule]]\nid = \"no-iperf\"\nproto = \"tcp\"\ndst_ports = 5201\naction = \"deny\"\n";
@@ -95,7 +101,10 @@ fn an_operator_watches_and_steers_a_node_from_the_page() {
         n.var("NS_PEER"),
         &["iperf3", "-s", "-D", "-B", n.var("PEER_IP")],
     );
-    wait_for(|| connects(&n), "the peer's listener to accept, before any rule");
+    wait_for(
+        || connects(&n),
+        "the peer's listener to accept, before any rule",
+    );
     assert!(connects(&n), "still accepting after a connection");
     let deny = file("deny.toml", DENY_5201);
     step(&n, &token, &["rules-push", "--text-file", &deny]);
@@ -127,17 +136,35 @@ fn an_operator_watches_and_steers_a_node_from_the_page() {
 
     // A typo shows its line and changes nothing.
     let typo = file("typo.toml", TYPO);
-    step(&n, &token, &["rules-typo", "--text-file", &typo, "--line", "7"]);
+    step(
+        &n,
+        &token,
+        &["rules-typo", "--text-file", &typo, "--line", "7"],
+    );
     assert_eq!(n.client().rules().unwrap().generation, generation);
-    assert!(!connects(&n), "the rules in force changed after a refused push");
+    assert!(
+        !connects(&n),
+        "the rules in force changed after a refused push"
+    );
 
     // Switching the mode on the page changes the tc state.
     assert!(!tc_filters(&n, "wp-pod1").contains("mirred"));
-    step(&n, &token, &["set-mode", "--workload", "pod1", "--mode", "off"]);
+    step(
+        &n,
+        &token,
+        &["set-mode", "--workload", "pod1", "--mode", "off"],
+    );
     let f = tc_filters(&n, "wp-pod1");
-    assert!(f.contains("mirred") && f.contains("up-pod1"), "off mode: {f}");
+    assert!(
+        f.contains("mirred") && f.contains("up-pod1"),
+        "off mode: {f}"
+    );
     assert_eq!(n.client().workloads().unwrap()[0].mode.name(), "off");
-    step(&n, &token, &["set-mode", "--workload", "pod1", "--mode", "inline"]);
+    step(
+        &n,
+        &token,
+        &["set-mode", "--workload", "pod1", "--mode", "inline"],
+    );
     assert!(!tc_filters(&n, "wp-pod1").contains("mirred"));
 
     // Usage chart and the Chinese labels.
@@ -151,7 +178,11 @@ fn an_operator_watches_and_steers_a_node_from_the_page() {
         .push_rules("default = \"allow\"\n", "test")
         .unwrap();
     assert!(connects(&n), "allowed once the deny rule is gone");
-    step(&n, &token, &["rollback", "--generation", &generation.to_string()]);
+    step(
+        &n,
+        &token,
+        &["rollback", "--generation", &generation.to_string()],
+    );
     assert!(n.client().rules().unwrap().generation > generation + 1);
     assert!(!connects(&n), "rolled back to the deny rule");
 }

@@ -428,7 +428,7 @@ impl Steering {
                             .identity
                             .macs
                             .iter()
-                            .map(|m| crate::switch::format_mac(m))
+                            .map(crate::switch::format_mac)
                             .collect(),
                         ips: info.identity.ips.clone(),
                     },
