@@ -70,32 +70,8 @@ BG=()          # background pings
 IPERF_PIDFILE=$WORK/iperf-server.pid
 CLK_TCK=$(getconf CLK_TCK)
 
-# fd 3 = the terminal's stderr, also usable from traps.
-exec 3>&2
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&3; }
-die() { log "error: $*"; exit 1; }
-
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
-
-# stop PID: SIGTERM, wait up to ${2:-5} s, then SIGKILL.
-stop() {
-    local pid=$1 secs=${2:-5} i
-    alive "$pid" || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < secs * 10; i++)); do alive "$pid" || break; sleep 0.1; done
-    alive "$pid" && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    return 0
-}
-
-stop_iperf_server() {
-    local pid
-    [ -f "$IPERF_PIDFILE" ] || return 0
-    pid=$(tr -dc 0-9 <"$IPERF_PIDFILE")
-    rm -f "$IPERF_PIDFILE"
-    [ -n "$pid" ] && grep -qs iperf3 "/proc/$pid/comm" && stop "$pid" 3
-    return 0
-}
+# shellcheck source=lib/common.sh
+. "$ROOT/bench/lib/common.sh"
 
 cleanup() {
     local rc=$? p
