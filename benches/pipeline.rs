@@ -53,6 +53,7 @@ fn pipeline(c: &mut Criterion) {
     let id = Identity {
         macs: vec![MAC],
         ips: vec!["10.99.0.2".parse().unwrap()],
+        router: false,
     };
     let mut g = c.benchmark_group("pipeline");
     let frame = tcp(40000);

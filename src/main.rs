@@ -185,6 +185,9 @@ enum RulesWhat {
     Check {
         /// The rule file (TOML).
         file: PathBuf,
+        /// Applications file the node extends the built-in catalogue with.
+        #[arg(long)]
+        apps: Option<PathBuf>,
     },
     /// Replace the running daemon's rules with this file.
     Push {
@@ -317,6 +320,9 @@ struct AttachOpts {
     /// An IP address the workload may send from (repeatable).
     #[arg(long = "ip")]
     ips: Vec<std::net::IpAddr>,
+    /// The workload may send router advertisements, redirects and DHCP server answers.
+    #[arg(long)]
+    router: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -329,6 +335,7 @@ impl AttachOpts {
             on_failure: self.on_failure,
             macs: self.macs,
             ips: self.ips,
+            router: self.router,
         };
         (o, self.target)
     }
@@ -458,8 +465,12 @@ fn main() -> ExitCode {
             }),
         },
         Verb::Rules { what } => match what {
-            RulesWhat::Check { file } => guardwire::control::inspection::load_rules(&file)
-                .map(|r| println!("{}: ok ({} rules)", file.display(), r.len())),
+            RulesWhat::Check { file, apps } => {
+                use guardwire::control::inspection::{load_apps, load_rules};
+                load_apps(apps.as_deref())
+                    .and_then(|a| load_rules(&file, &a))
+                    .map(|r| println!("{}: ok ({} rules)", file.display(), r.len()))
+            }
             RulesWhat::Push { file, target } => target.client().and_then(|c| {
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| format!("{}: {e}", file.display()))?;

@@ -268,6 +268,11 @@ pub struct WorkloadConfig {
     /// The workload's IP addresses, for anti-spoofing (none: any).
     #[serde(default)]
     pub ips: Vec<Spanned<std::net::IpAddr>>,
+    /// The workload may act as a router or DHCP server for the others (send
+    /// router advertisements, redirects, DHCP/DHCPv6 server answers); from any
+    /// other workload they are dropped.
+    #[serde(default)]
+    pub router: bool,
 }
 
 /// A configuration that cannot be used.
@@ -395,12 +400,32 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        if self.inspect.flow_capacity < crate::pipeline::flow::SHARDS {
-            return Err(bad(
-                key_line("flow_capacity"),
-                "inspect.flow_capacity".into(),
-                format!("must be at least {}", crate::pipeline::flow::SHARDS),
-            ));
+        let i = &self.inspect;
+        for (key, v, range) in [
+            ("mac_age_secs", d.mac_age_secs as usize, 1..=86_400),
+            (
+                "flow_capacity",
+                i.flow_capacity,
+                crate::pipeline::flow::SHARDS..=16 << 20,
+            ),
+            ("log_ring", i.log_ring, 0..=1_000_000),
+            ("shape_queue_mb", i.shape_queue_mb, 1..=4096),
+            ("log_rotate_mb", i.log_rotate_mb as usize, 1..=4096),
+            ("log_keep", i.log_keep, 0..=100),
+            ("log_update_secs", i.log_update_secs as usize, 1..=3600),
+        ] {
+            if !range.contains(&v) {
+                let section = if key == "mac_age_secs" {
+                    "datapath"
+                } else {
+                    "inspect"
+                };
+                return Err(bad(
+                    key_line(key),
+                    format!("{section}.{key}"),
+                    format!("must be {}..={}", range.start(), range.end()),
+                ));
+            }
         }
         let a = &self.api;
         for (i, p) in a.allow_from.iter().enumerate() {
@@ -446,13 +471,8 @@ impl Config {
         let mut names = HashSet::new();
         let mut ports = HashSet::new();
         for (i, w) in self.workloads.iter().enumerate() {
-            if w.name.get_ref().trim().is_empty() {
-                return Err(bad(
-                    line_of(w.name.span()),
-                    format!("workload[{i}].name"),
-                    "must not be empty".into(),
-                ));
-            }
+            crate::steer::attach::check_workload_name(w.name.get_ref())
+                .map_err(|m| bad(line_of(w.name.span()), format!("workload[{i}].name"), m))?;
             if !names.insert(w.name.get_ref().as_str()) {
                 return Err(bad(
                     line_of(w.name.span()),
@@ -491,6 +511,7 @@ impl Config {
                 .filter_map(|m| crate::switch::parse_mac(m.get_ref()).ok())
                 .collect(),
             ips: w.ips.iter().map(|i| *i.get_ref()).collect(),
+            router: w.router,
         }
     }
 
@@ -565,6 +586,40 @@ uplink_port = "up-pod1"
         let t = GOOD.replace("workers = 2", "workers = \"two\"");
         let e = Config::parse(&t, "t.toml").unwrap_err().to_string();
         assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn names_attach_refuses_are_refused_here_too() {
+        for name in [".", "..", "-x", "a/b", "thirteen-char", ""] {
+            let t = GOOD.replace("name = \"pod1\"", &format!("name = {name:?}"));
+            let e = Config::parse(&t, "t.toml").unwrap_err().to_string();
+            assert!(e.contains("workload[0].name"), "{name:?}: {e}");
+            assert!(crate::steer::attach::port_names(name).is_err(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        for (section, kv, key) in [
+            ("[inspect]", "flow_capacity = 1", "inspect.flow_capacity"),
+            (
+                "[inspect]",
+                "flow_capacity = 999999999",
+                "inspect.flow_capacity",
+            ),
+            ("[inspect]", "log_ring = 50000000", "inspect.log_ring"),
+            ("[inspect]", "shape_queue_mb = 0", "inspect.shape_queue_mb"),
+            ("[datapath]", "mac_age_secs = 0", "datapath.mac_age_secs"),
+        ] {
+            let t = if section == "[datapath]" {
+                GOOD.replace("workers = 2", &format!("workers = 2\n{kv}"))
+            } else {
+                // [inspect] must come before the [[workload]] tables.
+                GOOD.replace("[[workload]]", &format!("{section}\n{kv}\n\n[[workload]]"))
+            };
+            let e = Config::parse(&t, "t.toml").unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("must be"), "{kv}: {e}");
+        }
     }
 
     #[test]

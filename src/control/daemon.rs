@@ -96,7 +96,8 @@ fn build_pipeline(cfg: &Config, book: &mut RuleBook) -> Result<Pipeline, DaemonE
     let text = std::fs::read_to_string(&file)
         .map_err(|e| bad("rules", format!("{}: {e}", file.display())))?;
     let origin = file.display().to_string();
-    let rules = RuleSet::parse(&text, &origin).map_err(|e| bad("rules", e.to_string()))?;
+    let rules =
+        RuleSet::parse_with(&text, &origin, &pl.apps).map_err(|e| bad("rules", e.to_string()))?;
     tracing::info!(rules = rules.len(), file = %file.display(), "rules loaded");
     let n = rules.len();
     let mut pl = pl.with_rules(Arc::new(rules));
@@ -200,6 +201,18 @@ fn raise_fd_limit() {
 /// Runs the daemon until a signal asks it to stop.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     raise_fd_limit();
+    super::files::state_dir(&cfg.node.state_dir).map_err(|e| DaemonError::Io {
+        what: format!("state directory {}", cfg.node.state_dir.display()),
+        source: e,
+    })?;
+    // Before anything is touched: a second daemon on the same state would
+    // re-adopt the workloads and start a watchdog of its own. The wait covers
+    // the watchdog of a daemon that just died, still failing its workloads open.
+    let _lock = super::files::StateLock::take(&cfg.node.state_dir, Duration::from_secs(3))
+        .map_err(|e| DaemonError::Io {
+            what: "state lock".into(),
+            source: e,
+        })?;
     if cfg.node.sec_ns_hygiene {
         steer::prepare_sec_ns()?;
         for w in &cfg.workloads {

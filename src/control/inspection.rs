@@ -94,10 +94,10 @@ pub fn load_apps(extra: Option<&Path>) -> Result<Apps, String> {
     Ok(apps)
 }
 
-/// Loads a rule file.
-pub fn load_rules(path: &Path) -> Result<RuleSet, String> {
+/// Loads a rule file, checking its application names against `apps`.
+pub fn load_rules(path: &Path, apps: &Apps) -> Result<RuleSet, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    RuleSet::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())
+    RuleSet::parse_with(&text, &path.display().to_string(), apps).map_err(|e| e.to_string())
 }
 
 impl Inspection {
@@ -139,7 +139,8 @@ impl Inspection {
     /// the running rules stay. The text is kept (with who pushed it and when)
     /// before it is put in force, so a restart starts with it.
     pub fn push(&self, text: &str, origin: &str, by: &str) -> Result<Revision, PushError> {
-        let rules = RuleSet::parse(text, origin).map_err(PushError::Invalid)?;
+        let apps = self.shared.pipeline.load().apps.clone();
+        let rules = RuleSet::parse_with(text, origin, &apps).map_err(PushError::Invalid)?;
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
         let rev = Revision {
             generation: self.shared.pipeline.load().generation + 1,

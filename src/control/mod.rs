@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod config;
 pub mod daemon;
+pub mod files;
 pub mod http;
 pub mod inspection;
 pub mod record;

@@ -3,10 +3,9 @@
 //! an operator can see the history and roll back. Kept in `state_dir/rules/`,
 //! readable by root only.
 
+use super::files::{private_dir, write_private};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Revisions whose text is kept for rollback.
@@ -54,19 +53,6 @@ pub fn hash_bytes(b: &[u8]) -> String {
 /// Bytes as lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 impl RuleBook {
@@ -117,11 +103,7 @@ impl RuleBook {
     pub fn record(&mut self, rev: Revision, text: &str) -> Result<(), String> {
         let err =
             |p: &Path, e: std::io::Error| format!("keeping the rules in {}: {e}", p.display());
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| err(&self.dir, e))?;
+        private_dir(&self.dir).map_err(|e| err(&self.dir, e))?;
         let tp = self.text_path(rev.generation);
         write_private(&tp, text.as_bytes()).map_err(|e| err(&tp, e))?;
         let mut next = self.revisions.clone();

@@ -5,6 +5,7 @@
 //! the tc redirect goes in first and guardwire stops forwarding second; when
 //! guardwire takes over, it starts forwarding first and the redirect goes second.
 
+use super::files::{private_dir, write_private};
 use super::http::types::{Attached, Detached, IdentityView, Workload, WorkloadCounters};
 use crate::datapath::{Datapath, WorkloadInfo};
 use crate::port::ifindex;
@@ -83,18 +84,10 @@ impl SteeringState {
 
     /// Writes the state to `dir` atomically (write, fsync, rename).
     pub fn save(&self, dir: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let p = Self::path(dir);
-        let tmp = p.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &p)
-        };
-        write().map_err(|e| format!("{}: {e}", p.display()))
+        write_private(&p, &body).map_err(|e| format!("{}: {e}", p.display()))
     }
 }
 
@@ -353,6 +346,17 @@ impl Steering {
             .ok_or_else(|| format!("no workload named {name:?}"))?;
         let (info, _, _) = self.dp.workload(wl).ok_or("workload vanished")?;
         let from = info.mode;
+        if from == mode {
+            // Whatever the kernel holds now (a watchdog's redirect, a hand-made
+            // filter), put it back to what the mode means.
+            self.adopt(wl, mode)?;
+            tracing::info!(
+                workload = name,
+                mode = mode.name(),
+                "steering mode re-applied"
+            );
+            return Ok(from);
+        }
         let (wp, up) = self.indexes(wl)?;
         match (from.kernel_forwards(), mode.kernel_forwards()) {
             (false, true) => {
@@ -398,11 +402,9 @@ impl Steering {
             })
             .collect();
         let p = watch_path(&self.state_dir);
-        let tmp = p.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(&entries).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(&self.state_dir)
-            .and_then(|_| std::fs::write(&tmp, body))
-            .and_then(|_| std::fs::rename(&tmp, &p))
+        private_dir(&self.state_dir)
+            .and_then(|_| write_private(&p, &body))
             .map_err(|e| format!("{}: {e}", p.display()))
     }
 
@@ -431,6 +433,7 @@ impl Steering {
                             .map(crate::switch::format_mac)
                             .collect(),
                         ips: info.identity.ips.clone(),
+                        router: info.identity.router,
                     },
                     counters: WorkloadCounters {
                         workload_port: c(&wp),

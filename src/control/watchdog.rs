@@ -65,6 +65,15 @@ fn wait_for_exit(pid: i32) -> io::Result<()> {
 pub fn run(pid: i32, state_dir: &Path) -> Result<(), String> {
     wait_for_exit(pid).map_err(|e| format!("watch pid {pid}: {e}"))?;
     let t0 = Instant::now();
+    // Only for our own daemon: if a new one already holds the state, the
+    // workloads are its to steer, not ours to hand to the kernel.
+    let _lock = match super::files::StateLock::take(state_dir, std::time::Duration::ZERO) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::info!(pid, "daemon gone, but the state is held again: {e}");
+            return Ok(());
+        }
+    };
     let p = watch_path(state_dir);
     let entries: Vec<WatchEntry> =
         serde_json::from_slice(&std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?)

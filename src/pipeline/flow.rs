@@ -431,6 +431,7 @@ mod tests {
             payload: &[],
             fragment: Fragment::No,
             nd: None,
+            icmp_type: None,
         }
     }
 

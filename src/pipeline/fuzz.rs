@@ -38,6 +38,7 @@ fn state() -> &'static (Pipeline, Inspector, Identity) {
             Identity {
                 macs: vec![[2, 0, 0, 0, 0, 1]],
                 ips: vec!["10.0.0.2".parse().expect("address")],
+                router: false,
             },
         )
     })

@@ -99,6 +99,8 @@ pub struct IpFacts<'a> {
     pub fragment: Fragment,
     /// Neighbour discovery, for ICMPv6 NS/NA.
     pub nd: Option<Nd>,
+    /// The ICMP or ICMPv6 message type.
+    pub icmp_type: Option<u8>,
 }
 
 /// The L3 content of a frame.
@@ -217,6 +219,7 @@ fn ip_facts<'a>(
         },
         fragment,
         nd: None,
+        icmp_type: None,
     };
     transport(&mut f, t);
     f
@@ -237,6 +240,7 @@ fn transport<'a>(f: &mut IpFacts<'a>, t: &Option<TransportSlice<'a>>) {
             f.payload = u.payload();
         }
         Some(TransportSlice::Icmpv4(i)) => {
+            f.icmp_type = Some(i.type_u8());
             // Echo request (8) and reply (0): the identifier pairs them as one flow.
             if matches!(i.type_u8(), 0 | 8) {
                 let id = u16::from_be_bytes([i.bytes5to8()[0], i.bytes5to8()[1]]);
@@ -247,6 +251,7 @@ fn transport<'a>(f: &mut IpFacts<'a>, t: &Option<TransportSlice<'a>>) {
         }
         Some(TransportSlice::Icmpv6(i)) => {
             let ty = i.type_u8();
+            f.icmp_type = Some(ty);
             if matches!(ty, 128 | 129) {
                 let id = u16::from_be_bytes([i.bytes5to8()[0], i.bytes5to8()[1]]);
                 f.src_port = id;

@@ -4,7 +4,7 @@
 //! and one with no known IP of a family has no IP check for that family's
 //! *unspecified* and link-local sources only (see [`Identity::check`]).
 
-use super::parse::{L3, Packet};
+use super::parse::{IpFacts, L3, Packet};
 use super::verdict::DropReason;
 use crate::switch::Mac;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,10 @@ pub struct Identity {
     /// Its IPs; empty: any.
     #[serde(default)]
     pub ips: Vec<IpAddr>,
+    /// It may act as a router or DHCP server for the others: send router
+    /// advertisements, redirects and DHCP/DHCPv6 server answers.
+    #[serde(default)]
+    pub router: bool,
 }
 
 impl Identity {
@@ -34,6 +38,7 @@ impl Identity {
                 self.ips.push(ip);
             }
         }
+        self.router |= other.router;
     }
 
     /// True when anything is known (and so anything is checked).
@@ -76,6 +81,11 @@ impl Identity {
                 if !self.ip_ok(&ip.src) {
                     return Err(DropReason::SpoofIp);
                 }
+                if !self.router
+                    && let Some(r) = infrastructure(ip)
+                {
+                    return Err(r);
+                }
                 if let Some(nd) = &ip.nd {
                     let lladdr_ok = nd.lladdr.is_none_or(|m| self.mac_ok(&m));
                     // A solicitation's target is the address asked about, not claimed.
@@ -88,6 +98,20 @@ impl Identity {
             L3::Other => {}
         }
         Ok(())
+    }
+}
+
+/// Messages only a network's routers and DHCP servers send: from any other
+/// workload they would hand its neighbours a default route or an address.
+fn infrastructure(ip: &IpFacts<'_>) -> Option<DropReason> {
+    const ICMP: u8 = 1;
+    const UDP: u8 = 17;
+    const ICMPV6: u8 = 58;
+    match (ip.proto, ip.icmp_type, ip.src_port, ip.dst_port) {
+        (ICMPV6, Some(134), ..) => Some(DropReason::RogueRa),
+        (ICMPV6, Some(137), ..) | (ICMP, Some(5), ..) => Some(DropReason::RogueRedirect),
+        (UDP, _, 67, 68) | (UDP, _, 547, 546) => Some(DropReason::RogueDhcp),
+        _ => None,
     }
 }
 
@@ -126,6 +150,7 @@ mod tests {
         Identity {
             macs: vec![MAC],
             ips: vec!["10.0.0.2".parse().unwrap()],
+            router: false,
         }
     }
 
@@ -216,5 +241,68 @@ mod tests {
     fn unknown_identity_checks_nothing() {
         let id = Identity::default();
         assert_eq!(judge(&id, &udp([2, 0, 0, 0, 0, 7], [10, 9, 9, 9])), Ok(()));
+    }
+
+    fn icmpv6(ty: u8) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(MAC, [0x33, 0x33, 0, 0, 0, 1])
+            .ipv6(
+                eui64(&MAC).octets(),
+                [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                255,
+            )
+            .icmpv6(etherparse::Icmpv6Type::Unknown {
+                type_u8: ty,
+                code_u8: 0,
+                bytes5to8: [0; 4],
+            })
+            .write(&mut v, &[0u8; 16])
+            .unwrap();
+        v
+    }
+
+    fn dhcp(src_port: u16, dst_port: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(MAC, [0xff; 6])
+            .ipv4([10, 0, 0, 2], [255, 255, 255, 255], 64)
+            .udp(src_port, dst_port)
+            .write(&mut v, &[0u8; 240])
+            .unwrap();
+        v
+    }
+
+    fn icmp_redirect() -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(MAC, [2, 0, 0, 0, 0, 9])
+            .ipv4([10, 0, 0, 2], [10, 0, 0, 3], 64)
+            .icmpv4(etherparse::Icmpv4Type::Unknown {
+                type_u8: 5,
+                code_u8: 1,
+                bytes5to8: [10, 0, 0, 2],
+            })
+            .write(&mut v, &[0u8; 28])
+            .unwrap();
+        v
+    }
+
+    #[test]
+    fn router_and_dhcp_server_messages_need_the_router_role() {
+        let me = me();
+        assert_eq!(judge(&me, &icmpv6(134)), Err(DropReason::RogueRa));
+        assert_eq!(judge(&me, &icmpv6(137)), Err(DropReason::RogueRedirect));
+        assert_eq!(judge(&me, &icmp_redirect()), Err(DropReason::RogueRedirect));
+        assert_eq!(judge(&me, &dhcp(67, 68)), Err(DropReason::RogueDhcp));
+        // A DHCPv6 server's port pair (over IPv4 here; the check looks at UDP ports).
+        let v6 = dhcp(547, 546);
+        assert_eq!(judge(&me, &v6), Err(DropReason::RogueDhcp));
+        // A client's own messages pass: router solicitation, DHCP request.
+        assert_eq!(judge(&me, &icmpv6(133)), Ok(()));
+        assert_eq!(judge(&me, &dhcp(68, 67)), Ok(()));
+        let router = Identity {
+            router: true,
+            ..me.clone()
+        };
+        assert_eq!(judge(&router, &icmpv6(134)), Ok(()));
+        assert_eq!(judge(&router, &v6), Ok(()));
     }
 }

@@ -41,11 +41,17 @@ pub enum DropReason {
     SpoofNd,
     /// A fragment, and the fragment policy is `drop`.
     Fragment,
+    /// An IPv6 router advertisement from a workload not allowed to route.
+    RogueRa,
+    /// An ICMP or ICMPv6 redirect from a workload not allowed to route.
+    RogueRedirect,
+    /// A DHCP or DHCPv6 server answer from a workload not allowed to serve them.
+    RogueDhcp,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Runt,
         DropReason::Malformed,
         DropReason::BadSourceMac,
@@ -63,6 +69,9 @@ impl DropReason {
         DropReason::SpoofArp,
         DropReason::SpoofNd,
         DropReason::Fragment,
+        DropReason::RogueRa,
+        DropReason::RogueRedirect,
+        DropReason::RogueDhcp,
     ];
 
     /// Name used in stats and logs.
@@ -85,6 +94,9 @@ impl DropReason {
             DropReason::SpoofArp => "spoof_arp",
             DropReason::SpoofNd => "spoof_nd",
             DropReason::Fragment => "fragment",
+            DropReason::RogueRa => "rogue_ra",
+            DropReason::RogueRedirect => "rogue_redirect",
+            DropReason::RogueDhcp => "rogue_dhcp",
         }
     }
 }

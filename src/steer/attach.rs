@@ -32,7 +32,7 @@ const SYSCTLS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
     /// The name cannot make port names.
-    #[error("workload name {0:?} is too long or invalid: at most 12 characters of [A-Za-z0-9_.-]")]
+    #[error("{0}")]
     BadName(String),
     /// The pod's namespace cannot be opened.
     #[error("pod network namespace {0}: {1}")]
@@ -152,16 +152,28 @@ impl Attachment {
     }
 }
 
-/// Port names for a workload name; refuses names that do not fit.
-pub fn port_names(name: &str) -> Result<(String, String), AttachError> {
-    let ok = !name.is_empty()
-        && name.len() <= 12
+/// The one rule for workload names, for attach and the config alike: they make
+/// port names (`wp-NAME`, within IFNAMSIZ), file names and URL paths, so 1 to
+/// 12 characters of [A-Za-z0-9_.-], starting with a letter or digit (no `.`,
+/// `..` or `-x`).
+pub fn check_workload_name(name: &str) -> Result<(), String> {
+    let ok = name.len() <= 12
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !ok {
-        return Err(AttachError::BadName(name.to_string()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "workload name {name:?} is invalid: 1 to 12 characters of [A-Za-z0-9_.-], starting with a letter or digit"
+        ))
     }
+}
+
+/// Port names for a workload name; refuses names that do not fit.
+pub fn port_names(name: &str) -> Result<(String, String), AttachError> {
+    check_workload_name(name).map_err(AttachError::BadName)?;
     Ok((format!("wp-{name}"), format!("up-{name}")))
 }
 
@@ -287,6 +299,7 @@ pub fn attach_pod(
             .into_iter()
             .collect(),
         ips: pod.ips(eth.index).unwrap_or_default(),
+        router: false,
     };
     let mut a = migrate(sec, &host, host_ns, name, v, via)?;
     a.identity = identity;

@@ -145,7 +145,11 @@ fn spec(o: AttachOptions) -> Result<AttachSpec, Refusal> {
         name: o.name,
         mode: o.mode,
         on_failure: o.on_failure,
-        identity: Identity { macs, ips: o.ips },
+        identity: Identity {
+            macs,
+            ips: o.ips,
+            router: o.router,
+        },
     })
 }
 
@@ -409,9 +413,10 @@ pub async fn rules(State(ctx): St) -> Answer<RulesDocument> {
     responses((status = 200, description = "checked; nothing applied", body = Validation),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
         (status = 413, body = ApiError)))]
-pub async fn validate(Body(req): Body<RulesText>) -> Answer<Validation> {
+pub async fn validate(State(ctx): St, Body(req): Body<RulesText>) -> Answer<Validation> {
     let origin = req.origin.unwrap_or_else(|| "api".into());
-    Ok(Json(match RuleSet::parse(&req.text, &origin) {
+    let apps = ctx.shared.pipeline.load().apps.clone();
+    Ok(Json(match RuleSet::parse_with(&req.text, &origin, &apps) {
         Ok(r) => Validation {
             ok: true,
             rules: r.len(),

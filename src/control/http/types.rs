@@ -69,6 +69,8 @@ pub struct IdentityView {
     /// IP addresses; empty: any.
     #[schema(value_type = Vec<String>)]
     pub ips: Vec<IpAddr>,
+    /// May act as a router or DHCP server for the others.
+    pub router: bool,
 }
 
 /// Counters of a workload's two ports.
@@ -124,6 +126,10 @@ pub struct AttachOptions {
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
     pub ips: Vec<IpAddr>,
+    /// It may send router advertisements, redirects and DHCP server answers
+    /// (dropped from every other workload).
+    #[serde(default)]
+    pub router: bool,
 }
 
 /// Attach a live pod: its CNI veth moves into sec ns.

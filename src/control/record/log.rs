@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -283,7 +284,7 @@ impl VerdictLog {
     pub fn new(cfg: LogConfig) -> io::Result<VerdictLog> {
         let mut log = VerdictLog::memory(cfg.ring);
         if let Some(dir) = &cfg.dir {
-            fs::create_dir_all(dir)?;
+            crate::control::files::private_dir(dir)?;
             let (file, size) = open_current(dir)?;
             let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAP);
             let w = Writer::new(&cfg, dir, Some(file), size, log.shared.clone());
@@ -428,6 +429,7 @@ fn open_current(dir: &Path) -> io::Result<(BufWriter<File>, u64)> {
     let f = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(dir.join(FILE_NAME))?;
     let size = f.metadata()?.len();
     Ok((BufWriter::with_capacity(WRITE_BUF, f), size))

@@ -279,6 +279,11 @@ impl Apps {
             .map(|i| AppId(i as u16 + 1))
     }
 
+    /// Every application name, "unknown" included.
+    pub fn names(&self) -> impl Iterator<Item = &str> + Clone {
+        (0..=self.apps.len()).map(|i| self.name(AppId(i as u16)))
+    }
+
     /// How many apps there are (not counting unknown).
     pub fn len(&self) -> usize {
         self.apps.len()

@@ -19,6 +19,7 @@ mod tests;
 pub use error::RulesError;
 pub use units::{parse_rate, parse_size};
 
+use crate::pipeline::app::Apps;
 use index::{FastMap, Index};
 use std::fmt;
 use std::net::IpAddr;
@@ -317,7 +318,15 @@ impl fmt::Debug for RuleSet {
 impl RuleSet {
     /// Parses and checks a rule file; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
-        let p = parse::parse(text, origin)?;
+        let p = parse::parse(text, origin, None)?;
+        Ok(RuleSet::build(p.rules, p.default, p.names, p.policies))
+    }
+
+    /// As [`RuleSet::parse`], also refusing application and category names
+    /// `apps` does not know (with the closest known one as a suggestion): such
+    /// a rule would silently never match.
+    pub fn parse_with(text: &str, origin: &str, apps: &Apps) -> Result<RuleSet, RulesError> {
+        let p = parse::parse(text, origin, Some(apps))?;
         Ok(RuleSet::build(p.rules, p.default, p.names, p.policies))
     }
 

@@ -5,6 +5,7 @@ use super::{
     Action, AutoBandwidth, Direction, Limit, Prefix, Rule, RulesError, Scope, Shape, Verdict,
     WorkloadPolicy, parse_rate, parse_size, prefix_mask,
 };
+use crate::pipeline::app::Apps;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -73,6 +74,43 @@ pub(crate) struct Parsed {
 struct Ctx<'a> {
     text: &'a str,
     origin: &'a str,
+    /// The application catalogue names are checked against, when given.
+    apps: Option<&'a Apps>,
+}
+
+/// The closest of `known` to `name`, if it is close enough to be a typo.
+fn suggestion<'k>(name: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+    known
+        .map(|k| (strsim::levenshtein(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Refuses names the catalogue does not know: such a rule would never match.
+fn known_names<'k>(
+    cx: &Ctx,
+    v: &Spanned<Value>,
+    key: &str,
+    what: &str,
+    names: &[String],
+    known: impl Iterator<Item = &'k str> + Clone,
+) -> Result<(), RulesError> {
+    for n in names {
+        if known.clone().any(|k| k == n) {
+            continue;
+        }
+        let hint = match suggestion(n, known.clone()) {
+            Some(s) => format!("; did you mean {s:?}?"),
+            None => String::new(),
+        };
+        return Err(cx.invalid(
+            v.span(),
+            key,
+            format!("unknown {what} {n:?}: the rule would never match{hint}"),
+        ));
+    }
+    Ok(())
 }
 
 impl Ctx<'_> {
@@ -538,8 +576,8 @@ fn default_burst(rate: u64) -> u64 {
 }
 
 /// Parses a whole rule file.
-pub(crate) fn parse(text: &str, origin: &str) -> Result<Parsed, RulesError> {
-    let cx = Ctx { text, origin };
+pub(crate) fn parse(text: &str, origin: &str, apps: Option<&Apps>) -> Result<Parsed, RulesError> {
+    let cx = Ctx { text, origin, apps };
     let raw: RawFile = toml::from_str(text).map_err(|e| syntax(&cx, e))?;
     let default = raw
         .default
@@ -691,11 +729,24 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Parsed, RulesError> {
         let [src_ports, dst_ports] = port_lists;
 
         let apps = match &r.app {
-            Some(v) => strings(&cx, v, &k("app"))?.into_boxed_slice(),
+            Some(v) => {
+                let names = strings(&cx, v, &k("app"))?;
+                if let Some(cat) = cx.apps {
+                    known_names(&cx, v, &k("app"), "application", &names, cat.names())?;
+                }
+                names.into_boxed_slice()
+            }
             None => Box::default(),
         };
         let categories = match &r.category {
-            Some(v) => strings(&cx, v, &k("category"))?.into_boxed_slice(),
+            Some(v) => {
+                let names = strings(&cx, v, &k("category"))?;
+                if let Some(cat) = cx.apps {
+                    let known = cat.categories().iter().map(String::as_str);
+                    known_names(&cx, v, &k("category"), "category", &names, known)?;
+                }
+                names.into_boxed_slice()
+            }
             None => Box::default(),
         };
         let verdict = verdict(&cx, r, &key)?;

@@ -963,3 +963,35 @@ fn send_sync() {
     is::<RuleSet>();
     is::<RulesError>();
 }
+
+#[test]
+fn unknown_app_and_category_names_are_refused_with_a_suggestion() {
+    let apps = crate::pipeline::app::Apps::builtin();
+    let check = |text: &str| RuleSet::parse_with(text, "rules.toml", &apps);
+    let e = check("[[rule]]\ncategory = \"gamng\"\naction = \"deny\"\n")
+        .expect_err("a misspelt category was accepted")
+        .to_string();
+    assert!(
+        e.starts_with("rules.toml:2: rule[1].category: unknown category \"gamng\""),
+        "{e}"
+    );
+    assert!(e.contains("did you mean \"gaming\""), "{e}");
+    let e = check("[[rule]]\napp = [\"youtube\", \"yotube\"]\naction = \"deny\"\n")
+        .expect_err("a misspelt app was accepted")
+        .to_string();
+    assert!(
+        e.contains("unknown application \"yotube\"") && e.contains("\"youtube\""),
+        "{e}"
+    );
+    let e = check("[[rule]]\napp = \"zzzzzzzzzzzz\"\naction = \"deny\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !e.contains("did you mean"),
+        "no suggestion for a far name: {e}"
+    );
+    // Known names, "unknown" included, pass; without a catalogue nothing is checked.
+    check("[[rule]]\napp = [\"youtube\", \"unknown\"]\ncategory = \"gaming\"\naction = \"deny\"\n")
+        .unwrap();
+    rs("[[rule]]\ncategory = \"gamng\"\naction = \"deny\"\n");
+}

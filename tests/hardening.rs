@@ -1,0 +1,213 @@
+//! What a hostile workload sends and what a careless operator does must not
+//! break enforcement (root; real namespaces).
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+fn connects(n: &Node, port: u16) -> bool {
+    let target = format!("echo > /dev/tcp/{}/{port}", n.var("PEER_IP"));
+    n.exec(&n.pod_ns(1), &["timeout", "2", "bash", "-c", &target])
+        .status
+        .success()
+}
+
+fn mirred(n: &Node, dev: &str) -> bool {
+    n.ok(
+        n.var("NS_SEC"),
+        &["tc", "filter", "show", "dev", dev, "ingress"],
+    )
+    .contains("mirred")
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_is_refused_and_changes_nothing() {
+    require_root();
+    let n = Node::up("thd1", &["--pods", "1"]);
+    n.ok(
+        n.var("NS_PEER"),
+        &["iperf3", "-s", "-D", "-B", n.var("PEER_IP")],
+    );
+    wait_for(|| connects(&n, 5201), "the peer's listener");
+    n.client()
+        .push_rules(
+            "default = \"allow\"\n[[rule]]\nproto = \"tcp\"\ndst_ports = 5201\naction = \"deny\"\n",
+            "deny.toml",
+        )
+        .unwrap();
+    assert!(!connects(&n, 5201), "the deny rule holds");
+    let second = Command::new("ip")
+        .args(["netns", "exec", n.var("NS_SEC")])
+        .arg(guardwire_bin())
+        .args(["run", "--config", n.var("GW_CONFIG")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second daemon started");
+    assert!(err.contains("in use by another guardwire"), "{err}");
+    // Its watchdog (had it started one) would act at once; give it time to.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!mirred(&n, "wp-pod1"), "the kernel path was installed");
+    assert!(!connects(&n, 5201), "the deny rule no longer holds");
+    assert_eq!(n.client().workloads().unwrap()[0].mode.name(), "inline");
+}
+
+#[test]
+fn mode_inline_repairs_a_kernel_path_found_in_place() {
+    require_root();
+    let n = Node::up("thd2", &["--pods", "1"]);
+    // What a watchdog of another daemon, or an operator's hand, could leave.
+    for (from, to) in [("wp-pod1", "up-pod1"), ("up-pod1", "wp-pod1")] {
+        n.ok(
+            n.var("NS_SEC"),
+            &["tc", "qdisc", "add", "dev", from, "ingress"],
+        );
+        n.ok(
+            n.var("NS_SEC"),
+            &[
+                "tc", "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32",
+                "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
+            ],
+        );
+    }
+    assert!(mirred(&n, "wp-pod1"));
+    let out = Command::new(guardwire_bin())
+        .args(["mode", "pod1", "inline", "--socket", n.var("GW_SOCK")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !mirred(&n, "wp-pod1") && !mirred(&n, "up-pod1"),
+        "redirect left in place"
+    );
+    let before = n.stats();
+    n.ping(&n.pod_ns(1), n.var("PEER_IP"), 3);
+    let after = n.stats();
+    assert!(
+        port(&after, "wp-pod1").counters.rx_frames > port(&before, "wp-pod1").counters.rx_frames,
+        "guardwire forwards again"
+    );
+}
+
+/// An ICMPv6 router advertisement from `mac`'s link-local address.
+fn router_advertisement(mac: [u8; 6]) -> Vec<u8> {
+    let ll = guardwire::pipeline::spoof::eui64(&mac);
+    // Hop limit, flags, router lifetime 1800 s, reachable, retrans timers.
+    let body = [64u8, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 0, 0, 1])
+        .ipv6(
+            ll.octets(),
+            [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            255,
+        )
+        .icmpv6(etherparse::Icmpv6Type::Unknown {
+            type_u8: 134,
+            code_u8: 0,
+            bytes5to8: [body[0], body[1], body[2], body[3]],
+        })
+        .write(&mut v, &body[4..])
+        .unwrap();
+    v
+}
+
+#[test]
+fn a_pod_cannot_advertise_itself_as_router_to_the_others() {
+    require_root();
+    let n = Node::up("thd3", &["--pods", "2"]);
+    let mac = mac_of(&n, &n.pod_ns(1), "eth0");
+    let tx = raw_port(&n.pod_ns(1), "eth0");
+    let rx = raw_port(&n.pod_ns(2), "eth0");
+    let is_ra = |f: &[u8]| f.len() > 54 && f[12..14] == [0x86, 0xdd] && f[20] == 58 && f[54] == 134;
+    assert_eq!(send_raw(&tx, &vec![router_advertisement(mac); 5]), 5);
+    let got = collect(&rx, Duration::from_millis(800), is_ra);
+    assert!(
+        got.is_empty(),
+        "pod2 received {} router advertisements",
+        got.len()
+    );
+    let s = n.stats();
+    assert_eq!(s.drops["rogue_ra"], 5, "{:?}", s.drops);
+    assert_eq!(port(&s, "wp-pod1").counters.drops["rogue_ra"], 5);
+}
+
+#[test]
+fn state_files_are_private_and_the_generation_never_goes_back() {
+    require_root();
+    let n = Node::up("thd4", &["--pods", "1"]);
+    let c = n.client();
+    for i in 0..3 {
+        c.push_rules(&format!("# {i}\ndefault = \"allow\"\n"), "t")
+            .unwrap();
+    }
+    c.set_mode("pod1", "mirror".parse().unwrap()).unwrap();
+    n.ping(&n.pod_ns(1), n.var("PEER_IP"), 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = c.rules().unwrap().generation;
+    let state = std::path::PathBuf::from(n.var("STATE"));
+    let mode = |p: &str| {
+        std::fs::metadata(state.join(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("."), 0o700);
+    for f in [
+        "steering.json",
+        "watch.json",
+        "rules/history.json",
+        "api/admin.token",
+        "log/verdicts.jsonl",
+    ] {
+        assert_eq!(mode(f), 0o600, "{f}");
+    }
+    assert_eq!(mode(&format!("rules/gen-{before}.toml")), 0o600);
+
+    // A rule naming an application that does not exist is refused, with the line.
+    let e = c
+        .push_rules(
+            "[[rule]]\ncategory = \"gamng\"\naction = \"deny\"\n",
+            "typo.toml",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("typo.toml:2") && e.contains("did you mean \"gaming\""),
+        "{e}"
+    );
+
+    // Restarted, the node goes on from the generation it had.
+    let pid = n.var("GW_PID").to_string();
+    n.ok(n.var("NS_SEC"), &["kill", &pid]);
+    wait_for(
+        || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "guardwire to stop",
+    );
+    let log = std::fs::File::options()
+        .append(true)
+        .open(n.var("GW_LOG"))
+        .unwrap();
+    let _ = std::fs::remove_file(n.var("GW_SOCK"));
+    let mut d = Command::new("ip")
+        .args(["netns", "exec", n.var("NS_SEC")])
+        .arg(guardwire_bin())
+        .args(["run", "--config", n.var("GW_CONFIG")])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for(|| c.health().is_ok(), "the restarted daemon");
+    assert_eq!(c.rules().unwrap().generation, before);
+    let next = c.push_rules("default = \"allow\"\n", "t").unwrap();
+    assert_eq!(next.generation, before + 1);
+    let _ = d.kill();
+    let _ = d.wait();
+}
