@@ -211,3 +211,85 @@ fn state_files_are_private_and_the_generation_never_goes_back() {
     let _ = d.kill();
     let _ = d.wait();
 }
+
+#[test]
+fn a_hung_guardwire_fails_open_within_a_second_and_takes_back_when_it_moves() {
+    require_root();
+    let n = Node::up("thd5", &["--pods", "1"]);
+    let pid = n.var("GW_PID").to_string();
+    let peer = n.var("PEER_IP").to_string();
+    n.ping(&n.pod_ns(1), &peer, 2);
+    n.iperf_server(n.var("NS_PEER"), &peer);
+    let pod = n.pod_ns(1);
+    let iperf = {
+        let (pod, peer) = (pod.clone(), peer.clone());
+        std::thread::spawn(move || {
+            Command::new("ip")
+                .args([
+                    "netns", "exec", &pod, "timeout", "30", "iperf3", "-c", &peer,
+                ])
+                .args(["-t", "7", "-i", "0.1", "-J"])
+                .output()
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let stopped = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let guard = scopeguard(&pid);
+    while !mirred(&n, "wp-pod1") {
+        assert!(
+            stopped.elapsed() < Duration::from_millis(1000),
+            "no kernel path 1 s into the hang"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let failed_open = stopped.elapsed();
+    // Traffic flows meanwhile, on the kernel path.
+    n.ping(&pod, &peer, 3);
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(stopped.elapsed()));
+    drop(guard); // SIGCONT
+    let resumed = std::time::Instant::now();
+    wait_for(|| !mirred(&n, "wp-pod1"), "the kernel path taken back out");
+    let handed_back = resumed.elapsed();
+    let out = iperf.join().unwrap();
+    assert!(
+        out.status.success(),
+        "iperf3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (gap_ms, _, gbps) = iperf_gap(&out.stdout);
+    eprintln!(
+        "failed open {failed_open:?} into the hang, handed back {handed_back:?} after it; \
+         longest iperf3 gap {gap_ms} ms, {gbps:.2} Gbit/s"
+    );
+    assert!(
+        gap_ms < 2000,
+        "traffic stopped for {gap_ms} ms of a 3 s hang"
+    );
+    let before = n.stats();
+    n.ping(&pod, &peer, 3);
+    let after = n.stats();
+    assert!(
+        port(&after, "wp-pod1").counters.rx_frames > port(&before, "wp-pod1").counters.rx_frames,
+        "guardwire forwards again"
+    );
+}
+
+/// Sends SIGCONT to `pid` when dropped, so a failing test never leaves the
+/// daemon stopped.
+fn scopeguard(pid: &str) -> impl Drop + '_ {
+    struct Cont<'a>(&'a str);
+    impl Drop for Cont<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-CONT", self.0]).status();
+        }
+    }
+    Cont(pid)
+}

@@ -294,6 +294,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         what: "watchdog state".into(),
         source: io::Error::other(e),
     })?;
+    super::watchdog::beat(&cfg.node.state_dir, node.dp.shared()).map_err(io_err("heartbeat"))?;
     super::watchdog::spawn(&cfg.node.state_dir).map_err(io_err("start the watchdog"))?;
     let i = &cfg.inspect;
     let log = LogConfig {

@@ -136,6 +136,9 @@ pub struct Shared {
     pub params: DatapathParams,
     /// Worker threads still running (a panicked or stopped one is not).
     pub workers_alive: std::sync::atomic::AtomicUsize,
+    /// Per worker, the datapath clock (ms) of its last loop: a worker that
+    /// stops looping (hung, stopped) stops moving its entry.
+    pub heartbeats: Box<[std::sync::atomic::AtomicU64]>,
 }
 
 /// Counts its worker as alive while it runs; dropped on return and on panic.
@@ -154,6 +157,14 @@ impl Shared {
     /// inspector's clock, in seconds.
     pub fn now_secs(&self) -> u64 {
         self.inspector.now_ns() / 1_000_000_000
+    }
+
+    /// The first worker that has not looped for `max_ms`, if any.
+    pub fn stalled_worker(&self, max_ms: u64) -> Option<usize> {
+        let now = self.inspector.now_ns() / 1_000_000;
+        self.heartbeats
+            .iter()
+            .position(|h| now.saturating_sub(h.load(std::sync::atomic::Ordering::Relaxed)) > max_ms)
     }
 }
 
@@ -205,6 +216,9 @@ impl Datapath {
             counters: DatapathCounters::default(),
             params: params.clone(),
             workers_alive: Default::default(),
+            heartbeats: (0..params.workers.max(1))
+                .map(|_| Default::default())
+                .collect(),
         });
         let mut workers = Vec::new();
         for id in 0..params.workers.max(1) {

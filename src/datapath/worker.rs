@@ -131,6 +131,9 @@ impl DelayQueue {
     }
 }
 
+/// How often an idle worker wakes to show it is alive.
+pub const HEARTBEAT: Duration = Duration::from_millis(100);
+
 pub(super) struct Worker {
     id: usize,
     poll: Poll,
@@ -171,6 +174,8 @@ impl Worker {
         let spin = Duration::from_micros(self.shared.params.spin_us);
         let mut last_work: Option<Instant> = None;
         loop {
+            let beat = self.shared.inspector.now_ns() / 1_000_000;
+            self.shared.heartbeats[self.id].store(beat, Ordering::Relaxed);
             // Keep looking without sleeping for a short while after the last frame:
             // waking a sleeping thread costs tens of microseconds per frame on a
             // virtual machine, which would dominate the RTT of request/response
@@ -181,7 +186,8 @@ impl Worker {
             let timeout = if busy || hot {
                 Some(Duration::ZERO)
             } else {
-                held.map(Duration::from_nanos)
+                // Even idle, wake for the heartbeat the watchdog reads.
+                Some(held.map_or(HEARTBEAT, |ns| Duration::from_nanos(ns).min(HEARTBEAT)))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
