@@ -25,12 +25,10 @@ pub fn classify_pcap(path: &Path, apps: Option<&Path>) -> Result<Vec<FlowRecord>
         Arc::new(apps),
     );
     let ins = Inspector::new(1 << 20, Timeouts::default());
-    let ctx = Context {
-        workload: WorkloadId(0),
-        name: "pcap",
-        direction: Direction::Egress,
-        mirror: true,
-    };
+    // A capture has no workload: the side that spoke first in a flow plays it,
+    // so answers (DNS among them) travel towards it as they would.
+    let mut initiator_lo: std::collections::HashMap<crate::pipeline::flow::FlowKey, bool> =
+        std::collections::HashMap::new();
     let mut t0 = None;
     while let Some(pkt) = rd.next_packet() {
         let pkt = pkt.map_err(|e| format!("{}: {e}", path.display()))?;
@@ -43,6 +41,18 @@ pub fn classify_pcap(path: &Path, apps: Option<&Path>) -> Result<Vec<FlowRecord>
             let size = Size {
                 packets: 1,
                 bytes: pkt.orig_len as u64,
+            };
+            let (key, lo_to_hi) = crate::pipeline::flow::FlowKey::of(WorkloadId(0), &ip);
+            let first = *initiator_lo.entry(key).or_insert(lo_to_hi);
+            let ctx = Context {
+                workload: WorkloadId(0),
+                name: "pcap",
+                direction: if first == lo_to_hi {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                },
+                mirror: true,
             };
             ins.inspect(&pl, &ctx, &ip, size, now);
         }

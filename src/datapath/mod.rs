@@ -336,7 +336,7 @@ impl Datapath {
         next.workloads[wl.0 as usize] = None;
         self.shared.fwd.store(Arc::new(next));
         drop(cur);
-        self.shared.inspector.flows.forget(wl);
+        self.shared.inspector.forget(wl);
         let (done_tx, done_rx) = bounded(2 + self.workers.len());
         let mut waiting = 0;
         for p in [ports.workload, ports.uplink] {

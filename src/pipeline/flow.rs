@@ -155,6 +155,8 @@ pub struct Flow {
     pub host: Option<Box<str>>,
     /// Content inspection still under way.
     pub probe: Option<AppProbe>,
+    /// DNS queries the workload sent on this flow, awaiting their answers.
+    pub dns: Option<Box<super::app::PendingQueries>>,
     /// Mirror mode: the verdict is recorded, not enforced.
     pub mirror: bool,
     /// Reporting state, owned by the sweeper.
@@ -395,6 +397,7 @@ fn placeholder() -> Flow {
         how: None,
         host: None,
         probe: None,
+        dns: None,
         mirror: false,
         report: Report::default(),
     }

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// Names the DNS cache keeps.
-const DNS_CACHE: usize = 16_384;
+/// Addresses one workload's DNS cache holds.
+const DNS_CACHE: usize = 4_096;
 
 /// Limiters of one workload, by packet direction (0 from it, 1 towards it).
 pub type Limiters = Arc<[Limiter; 2]>;
@@ -64,6 +64,8 @@ pub struct InspectCounters {
     pub named_by_content: AtomicU64,
     /// Flows named from a DNS answer.
     pub named_by_dns: AtomicU64,
+    /// DNS answers not learned from: unsolicited, late, sent by the workload.
+    pub dns_ignored: AtomicU64,
     /// First fragments seen.
     pub fragments_first: AtomicU64,
     /// Later fragments seen.
@@ -79,8 +81,9 @@ pub struct Inspector {
     pub flows: FlowTable,
     /// Idle timeouts.
     pub timeouts: Timeouts,
-    /// Names learned from DNS answers, by address.
-    pub dns: Mutex<DnsCache>,
+    /// Per workload, names learned from DNS answers it asked for, by address:
+    /// one workload's answers never name another's flows.
+    dns: Mutex<FxHashMap<WorkloadId, DnsCache>>,
     /// Workload bandwidth limits by name (auto-bandwidth changes their rates).
     bandwidth: Mutex<FxHashMap<String, Limiters>>,
     /// Counters.
@@ -95,7 +98,7 @@ impl Inspector {
         Inspector {
             flows: FlowTable::new(capacity),
             timeouts,
-            dns: Mutex::new(DnsCache::new(DNS_CACHE)),
+            dns: Mutex::default(),
             bandwidth: Mutex::new(FxHashMap::default()),
             counters: InspectCounters::default(),
             epoch: Instant::now(),
@@ -181,9 +184,6 @@ impl Inspector {
                 return Verdict::Drop(DropReason::Fragment);
             }
         }
-        if ip.proto == proto::UDP && ip.src_port == 53 && !ip.payload.is_empty() {
-            self.learn_dns(ip.payload, now_ns);
-        }
         let now_ms = now_ns / 1_000_000;
         let (key, lo_to_hi) = FlowKey::of(ctx.workload, ip);
         let mut shard = self.flows.shard(&key);
@@ -191,7 +191,7 @@ impl Inspector {
             self.flows.make_room(&mut shard, &self.timeouts, now_ms);
             let mut f = Flow::new(ctx.direction, lo_to_hi, self.unix_ms(now_ms), now_ms);
             f.mirror = ctx.mirror;
-            self.name_first(pl, &mut f, ctx.direction, ip, now_ns);
+            self.name_first(pl, &mut f, ctx, ip, now_ns);
             if matches!(ip.proto, proto::TCP | proto::UDP) && ip.fragment == Fragment::No {
                 f.probe = Some(AppProbe::new(ip.proto, ip.dst_port));
             }
@@ -202,6 +202,12 @@ impl Inspector {
         let flow = shard.get_mut(&key).expect("inserted above");
         let from_initiator = lo_to_hi == flow.initiator_lo;
         flow.account(from_initiator, size.packets, size.bytes, ip.flags, now_ms);
+        if matches!(ip.proto, proto::UDP | proto::TCP)
+            && (ip.src_port == 53 || ip.dst_port == 53)
+            && !ip.payload.is_empty()
+        {
+            self.dns_message(ctx, flow, ip, now_ms);
+        }
         flow.mirror = ctx.mirror;
         let mut rejudge = flow.generation != pl.generation;
         if let Some(p) = flow.probe.as_mut()
@@ -283,11 +289,11 @@ impl Inspector {
         &self,
         pl: &Pipeline,
         f: &mut Flow,
-        dir: Direction,
+        ctx: &Context<'_>,
         ip: &IpFacts<'_>,
         now_ns: u64,
     ) {
-        let remote = match dir {
+        let remote = match ctx.direction {
             Direction::Egress => ip.dst,
             Direction::Ingress => ip.src,
         };
@@ -301,7 +307,7 @@ impl Inspector {
         }
         let now_s = now_ns / 1_000_000_000;
         let dns = self.dns.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(name) = dns.lookup(remote, now_s)
+        if let Some(name) = dns.get(&ctx.workload).and_then(|c| c.lookup(remote, now_s))
             && let Some(app) = pl.apps.by_host(name)
         {
             f.app = app;
@@ -317,15 +323,52 @@ impl Inspector {
         }
     }
 
-    fn learn_dns(&self, payload: &[u8], now_ns: u64) {
-        let Some(a) = super::app::parse_response(payload) else {
+    /// A DNS message on one of the workload's flows: its queries are
+    /// remembered; an answer travelling towards it that matches one (same
+    /// flow, same id, in time) names addresses in its own cache. Any other
+    /// answer (unsolicited, from the workload itself, late) is counted and
+    /// ignored: it could name another's flows, or evade a rule on a name.
+    fn dns_message(&self, ctx: &Context<'_>, flow: &mut Flow, ip: &IpFacts<'_>, now_ms: u64) {
+        let Some((id, response, msg)) =
+            super::app::dns::message(ip.payload, ip.proto == proto::TCP)
+        else {
             return;
         };
-        let now_s = now_ns / 1_000_000_000;
-        let mut dns = self.dns.lock().unwrap_or_else(|e| e.into_inner());
-        for (ip, ttl) in &a.addrs {
-            dns.insert(*ip, &a.name, *ttl, now_s);
+        match (ctx.direction, response) {
+            (Direction::Egress, false) if ip.dst_port == 53 => {
+                flow.dns.get_or_insert_default().asked(id, now_ms);
+            }
+            (Direction::Ingress, true)
+                if ip.src_port == 53
+                    && flow.dns.as_mut().is_some_and(|q| q.answered(id, now_ms)) =>
+            {
+                let Some(a) = super::app::parse_response(msg) else {
+                    return;
+                };
+                let now_s = now_ms / 1000;
+                let mut dns = self.dns.lock().unwrap_or_else(|e| e.into_inner());
+                let cache = dns
+                    .entry(ctx.workload)
+                    .or_insert_with(|| DnsCache::new(DNS_CACHE));
+                for (addr, ttl) in &a.addrs {
+                    cache.insert(*addr, &a.name, *ttl, now_s);
+                }
+            }
+            (_, true) => {
+                self.counters.dns_ignored.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
+    }
+
+    /// Forgets everything about a workload (it was detached): its flows and
+    /// the names it learned.
+    pub fn forget(&self, wl: WorkloadId) {
+        self.flows.forget(wl);
+        self.dns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&wl);
     }
 
     /// Judges a flow against the current rules and caches the verdict in it.
@@ -386,4 +429,208 @@ pub fn limiters(action: &Action) -> Option<[Limiter; 2]> {
         _ => None,
     };
     Some([one()?, one()?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::MalformedPolicy;
+    use crate::pipeline::flow::Timeouts;
+    use crate::pipeline::parse::Fragment;
+    use simple_dns::rdata::{A, RData};
+    use simple_dns::{CLASS, Name, Packet, QTYPE, Question, ResourceRecord, TYPE};
+    use std::net::IpAddr;
+
+    const POD1: WorkloadId = WorkloadId(1);
+    const POD2: WorkloadId = WorkloadId(2);
+    const RESOLVER: [u8; 4] = [10, 96, 0, 10];
+    const SITE: [u8; 4] = [10, 99, 0, 2];
+
+    fn question(p: &mut Packet<'_>) {
+        p.questions.push(Question::new(
+            Name::new_unchecked("www.youtube.com"),
+            QTYPE::TYPE(TYPE::A),
+            simple_dns::QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+    }
+
+    fn query(id: u16) -> Vec<u8> {
+        let mut p = Packet::new_query(id);
+        question(&mut p);
+        p.build_bytes_vec().unwrap()
+    }
+
+    fn answer(id: u16) -> Vec<u8> {
+        let mut p = Packet::new_reply(id);
+        question(&mut p);
+        p.answers.push(ResourceRecord::new(
+            Name::new_unchecked("www.youtube.com"),
+            CLASS::IN,
+            300,
+            RData::A(A {
+                address: u32::from_be_bytes(SITE),
+            }),
+        ));
+        p.build_bytes_vec().unwrap()
+    }
+
+    fn pkt(proto: u8, src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, payload: &[u8]) -> IpFacts<'_> {
+        IpFacts {
+            src: IpAddr::from(src),
+            dst: IpAddr::from(dst),
+            proto,
+            src_port: sp,
+            dst_port: dp,
+            flags: 0,
+            seq: 0,
+            payload,
+            fragment: Fragment::No,
+            nd: None,
+            icmp_type: None,
+        }
+    }
+
+    struct Bed {
+        ins: Inspector,
+        pl: Pipeline,
+    }
+
+    impl Bed {
+        fn new() -> Bed {
+            Bed {
+                ins: Inspector::new(4096, Timeouts::default()),
+                pl: Pipeline::new(MalformedPolicy::Drop),
+            }
+        }
+
+        fn send(&self, wl: WorkloadId, direction: Direction, ip: &IpFacts<'_>) {
+            let ctx = Context {
+                workload: wl,
+                name: "w",
+                direction,
+                mirror: false,
+            };
+            let size = Size {
+                packets: 1,
+                bytes: 100,
+            };
+            self.ins.inspect(&self.pl, &ctx, ip, size, 1_000_000_000);
+        }
+
+        /// How workload `wl`'s new TCP flow to the site is named.
+        fn named(&self, wl: WorkloadId, from: [u8; 4]) -> String {
+            self.send(
+                wl,
+                Direction::Egress,
+                &pkt(proto::TCP, from, 40000, SITE, 443, &[]),
+            );
+            let mut app = String::new();
+            self.ins.flows.visit(|k, f| {
+                if k.workload == wl && k.proto == proto::TCP && (k.lo.1 == 443 || k.hi.1 == 443) {
+                    app = self.pl.apps.name(f.app).to_string();
+                }
+            });
+            app
+        }
+    }
+
+    const ME1: [u8; 4] = [10, 244, 0, 2];
+    const ME2: [u8; 4] = [10, 244, 0, 3];
+
+    #[test]
+    fn an_answer_names_only_the_flows_of_the_workload_that_asked() {
+        let b = Bed::new();
+        b.send(
+            POD2,
+            Direction::Egress,
+            &pkt(proto::UDP, ME2, 5353, RESOLVER, 53, &query(9)),
+        );
+        b.send(
+            POD2,
+            Direction::Ingress,
+            &pkt(proto::UDP, RESOLVER, 53, ME2, 5353, &answer(9)),
+        );
+        assert_eq!(b.named(POD2, ME2), "youtube");
+        assert_eq!(
+            b.named(POD1, ME1),
+            "tls",
+            "another workload's cache was used"
+        );
+    }
+
+    #[test]
+    fn unsolicited_mismatched_and_outgoing_answers_are_ignored_and_counted() {
+        let b = Bed::new();
+        // pod1 sends "answers" out (to pod2, to the outside), none asked for.
+        b.send(
+            POD1,
+            Direction::Egress,
+            &pkt(proto::UDP, ME1, 53, ME2, 5353, &answer(1)),
+        );
+        // An answer towards pod2 it never asked for, and one with the wrong id.
+        b.send(
+            POD2,
+            Direction::Ingress,
+            &pkt(proto::UDP, ME1, 53, ME2, 5353, &answer(1)),
+        );
+        b.send(
+            POD2,
+            Direction::Egress,
+            &pkt(proto::UDP, ME2, 5353, RESOLVER, 53, &query(7)),
+        );
+        b.send(
+            POD2,
+            Direction::Ingress,
+            &pkt(proto::UDP, RESOLVER, 53, ME2, 5353, &answer(8)),
+        );
+        // The right id from another address is another flow: not an answer either.
+        b.send(
+            POD2,
+            Direction::Ingress,
+            &pkt(proto::UDP, ME1, 53, ME2, 5353, &answer(7)),
+        );
+        assert_eq!(b.ins.counters.dns_ignored.load(Ordering::Relaxed), 4);
+        assert_eq!(b.named(POD2, ME2), "tls");
+        assert_eq!(b.named(POD1, ME1), "tls");
+    }
+
+    #[test]
+    fn an_answer_over_tcp_is_learned_too() {
+        let b = Bed::new();
+        let framed = |m: Vec<u8>| {
+            let mut v = (m.len() as u16).to_be_bytes().to_vec();
+            v.extend(m);
+            v
+        };
+        let (q, a) = (framed(query(3)), framed(answer(3)));
+        b.send(
+            POD2,
+            Direction::Egress,
+            &pkt(proto::TCP, ME2, 41000, RESOLVER, 53, &q),
+        );
+        b.send(
+            POD2,
+            Direction::Ingress,
+            &pkt(proto::TCP, RESOLVER, 53, ME2, 41000, &a),
+        );
+        assert_eq!(b.named(POD2, ME2), "youtube");
+    }
+
+    #[test]
+    fn a_detached_workload_takes_its_names_along() {
+        let b = Bed::new();
+        b.send(
+            POD2,
+            Direction::Egress,
+            &pkt(proto::UDP, ME2, 5353, RESOLVER, 53, &query(9)),
+        );
+        b.send(
+            POD2,
+            Direction::Ingress,
+            &pkt(proto::UDP, RESOLVER, 53, ME2, 5353, &answer(9)),
+        );
+        b.ins.forget(POD2);
+        assert_eq!(b.named(POD2, ME2), "tls");
+    }
 }

@@ -154,6 +154,61 @@ impl DnsCache {
     }
 }
 
+/// A DNS message as far as matching answers to queries needs: its id, whether
+/// it is a response, and the message itself. Over UDP the payload is the
+/// message; over TCP a segment must carry one whole length-prefixed message
+/// (what resolvers send for answers that fit a segment).
+pub fn message(payload: &[u8], tcp: bool) -> Option<(u16, bool, &[u8])> {
+    let msg = if tcp {
+        let len = usize::from(u16::from_be_bytes([*payload.first()?, *payload.get(1)?]));
+        let m = payload.get(2..)?;
+        (m.len() == len).then_some(m)?
+    } else {
+        payload
+    };
+    let id = u16::from_be_bytes([*msg.first()?, *msg.get(1)?]);
+    let response = msg.get(2)? & 0x80 != 0;
+    (msg.len() >= 12).then_some((id, response, msg))
+}
+
+/// Queries a workload sent on one flow and not answered yet: an answer is
+/// believed only when it matches one (same flow, same id, in time).
+#[derive(Clone, Debug, Default)]
+pub struct PendingQueries(Vec<(u16, u64)>);
+
+/// Queries remembered per flow; a resolver answers in order, so few suffice.
+const PENDING: usize = 16;
+
+/// How long an answer may take.
+pub const ANSWER_WITHIN_MS: u64 = 5_000;
+
+impl PendingQueries {
+    /// The workload asked query `id` at `now_ms`.
+    pub fn asked(&mut self, id: u16, now_ms: u64) {
+        self.0
+            .retain(|&(q, t)| q != id && now_ms.saturating_sub(t) <= ANSWER_WITHIN_MS);
+        if self.0.len() == PENDING {
+            self.0.remove(0);
+        }
+        self.0.push((id, now_ms));
+    }
+
+    /// Whether an answer with `id` at `now_ms` answers a query; it is used up.
+    pub fn answered(&mut self, id: u16, now_ms: u64) -> bool {
+        match self
+            .0
+            .iter()
+            .position(|&(q, t)| q == id && now_ms.saturating_sub(t) <= ANSWER_WITHIN_MS)
+        {
+            Some(i) => {
+                self.0.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

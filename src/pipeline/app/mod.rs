@@ -13,7 +13,7 @@ pub mod quic;
 pub mod tls;
 
 pub use apps::{AppId, Apps, AppsError, BUILTIN_APPS};
-pub use dns::{DnsAnswer, DnsCache, parse_response};
+pub use dns::{DnsAnswer, DnsCache, PendingQueries, parse_response};
 
 /// Most client bytes buffered per flow while a request or hello is incomplete.
 pub const MAX_BUFFER: usize = 16 * 1024;
