@@ -16,13 +16,20 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Shards of the table.
 pub const SHARDS: usize = 64;
 /// Entries looked at to pick one to evict from a full shard.
 const EVICT_SAMPLE: usize = 16;
+
+/// Entries of a full shard looked at for an eviction victim of the right
+/// workload, at most.
+const EVICT_SCAN: usize = 256;
+
+/// Per-workload flow counters kept (workload ids index them modulo this).
+const HELD_SLOTS: usize = 4096;
 
 /// A flow as the table keys it: the workload, and the two ends in a canonical
 /// order (lower address/port first) so both directions find one entry.
@@ -236,6 +243,12 @@ pub struct FlowTable {
     pub counters: TableCounters,
     /// Flows evicted but not yet reported, drained by the sweeper.
     evicted: Mutex<Vec<(FlowKey, Flow)>>,
+    /// Flows each workload holds, by workload id (modulo [`HELD_SLOTS`]).
+    held: Box<[AtomicUsize]>,
+    /// Workloads holding at least one flow.
+    holders: AtomicUsize,
+    /// Most flows one workload may hold; none: an even share when full.
+    quota: Option<usize>,
 }
 
 impl std::fmt::Debug for FlowTable {
@@ -248,8 +261,9 @@ impl std::fmt::Debug for FlowTable {
 }
 
 impl FlowTable {
-    /// A table of at most `capacity` flows.
-    pub fn new(capacity: usize) -> FlowTable {
+    /// A table of at most `capacity` flows, at most `quota` of them one
+    /// workload's (none: an even share of the table when it is full).
+    pub fn new(capacity: usize, quota: Option<usize>) -> FlowTable {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         FlowTable {
             shards: (0..SHARDS)
@@ -259,6 +273,9 @@ impl FlowTable {
             hasher: rustc_hash::FxBuildHasher,
             counters: TableCounters::default(),
             evicted: Mutex::new(Vec::new()),
+            held: (0..HELD_SLOTS).map(|_| AtomicUsize::new(0)).collect(),
+            holders: AtomicUsize::new(0),
+            quota,
         }
     }
 
@@ -279,45 +296,91 @@ impl FlowTable {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes room for one more flow in a locked shard: drops expired entries,
-    /// then evicts the least recently seen of a sample.
-    pub fn make_room(
+    /// Flows workload `wl` holds now.
+    pub fn held_by(&self, wl: WorkloadId) -> usize {
+        self.held[wl.0 as usize % HELD_SLOTS].load(Ordering::Relaxed)
+    }
+
+    /// The share of the table one workload may hold when the table is under
+    /// pressure: the configured quota, else an even share among the
+    /// workloads that hold flows.
+    fn share(&self) -> usize {
+        match self.quota {
+            Some(q) => q,
+            None => self.capacity() / self.holders.load(Ordering::Relaxed).max(1),
+        }
+    }
+
+    fn count_in(&self, wl: WorkloadId) {
+        if self.held[wl.0 as usize % HELD_SLOTS].fetch_add(1, Ordering::Relaxed) == 0 {
+            self.holders.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn count_out(&self, wl: WorkloadId) {
+        if self.held[wl.0 as usize % HELD_SLOTS].fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.holders.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a new flow to a locked shard, making room first: when the shard is
+    /// full, or `key`'s workload is at its quota, one flow goes (see
+    /// [`FlowTable::evict_one`]). O(1): a bounded sample, never a walk.
+    pub fn insert(&self, shard: &mut FxHashMap<FlowKey, Flow>, key: FlowKey, flow: Flow) {
+        let wl = key.workload;
+        let over_quota = self.quota.is_some_and(|q| self.held_by(wl) >= q);
+        if shard.len() >= self.per_shard || over_quota {
+            self.evict_one(shard, wl, over_quota);
+        }
+        if shard.insert(key, flow).is_none() {
+            self.count_in(wl);
+        }
+    }
+
+    /// Evicts one flow of a full shard, the least recently seen of a sample:
+    /// of `newcomer`'s own flows when it is over its share (a flood evicts
+    /// itself), else of the workloads over their share, else of any. Expired
+    /// flows are the least recently seen, so they go first.
+    fn evict_one(
         &self,
         shard: &mut FxHashMap<FlowKey, Flow>,
-        timeouts: &Timeouts,
-        now_ms: u64,
+        newcomer: WorkloadId,
+        over_quota: bool,
     ) {
-        if shard.len() < self.per_shard {
-            return;
-        }
-        let before = shard.len();
-        let mut gone = Vec::new();
-        shard.retain(|k, f| {
-            if f.expired(k.proto, timeouts, now_ms) {
-                gone.push((*k, std::mem::replace(f, placeholder())));
-                false
-            } else {
-                true
-            }
-        });
-        self.counters
-            .expired
-            .fetch_add((before - shard.len()) as u64, Ordering::Relaxed);
-        if shard.len() >= self.per_shard
-            && let Some(victim) = shard
+        let share = self.share();
+        let own_only = over_quota || self.held_by(newcomer) >= share;
+        let pick = |want: &dyn Fn(WorkloadId) -> bool| {
+            shard
                 .iter()
+                .take(EVICT_SCAN)
+                .filter(|(k, _)| want(k.workload))
                 .take(EVICT_SAMPLE)
                 .min_by_key(|(_, f)| f.last_seen_ms)
                 .map(|(k, _)| *k)
-            && let Some(f) = shard.remove(&victim)
-        {
-            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-            gone.push((victim, f));
-        }
-        // Expired and evicted flows still get their closing record.
+        };
+        let victim = if own_only {
+            pick(&|w| w == newcomer)
+        } else {
+            pick(&|w| self.held_by(w) > share)
+        };
+        // Only a full shard takes someone else's flow; a workload over its
+        // quota with no flow in this shard goes over by one (the quota holds
+        // within a flow per shard, without locking a second shard).
+        let victim = victim.or_else(|| {
+            (shard.len() >= self.per_shard)
+                .then(|| pick(&|_| true))
+                .flatten()
+        });
+        let Some(victim) = victim else { return };
+        let Some(f) = shard.remove(&victim) else {
+            return;
+        };
+        self.count_out(victim.workload);
+        self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+        // Evicted flows still get their closing record.
         let mut ev = self.evicted.lock().unwrap_or_else(|e| e.into_inner());
         if ev.len() < 65_536 {
-            ev.extend(gone);
+            ev.push((victim, f));
         }
     }
 
@@ -352,6 +415,9 @@ impl FlowTable {
             s.retain(|k, f| {
                 let exp = f.expired(k.proto, timeouts, now_ms);
                 visit(k, f, if exp { Sweep::Expired } else { Sweep::Live });
+                if exp {
+                    self.count_out(k.workload);
+                }
                 !exp
             });
             self.counters
@@ -372,9 +438,13 @@ impl FlowTable {
     /// Removes every flow of a workload (it was detached).
     pub fn forget(&self, wl: WorkloadId) {
         for s in self.shards.iter() {
-            s.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|k, _| k.workload != wl);
+            s.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| {
+                let mine = k.workload == wl;
+                if mine {
+                    self.count_out(wl);
+                }
+                !mine
+            });
         }
     }
 }
@@ -482,14 +552,13 @@ mod tests {
 
     #[test]
     fn full_table_evicts_and_counts() {
-        let table = FlowTable::new(SHARDS); // one flow per shard
+        let table = FlowTable::new(SHARDS, None); // one flow per shard
         let t = Timeouts::default();
         for port in 0..200u16 {
             let (k, fwd) = FlowKey::of(WorkloadId(0), &ip([10, 0, 0, 2], port, [10, 0, 0, 1], 80));
             let mut s = table.shard(&k);
             if !s.contains_key(&k) {
-                table.make_room(&mut s, &t, port as u64);
-                s.insert(k, Flow::new(Direction::Egress, fwd, 0, port as u64));
+                table.insert(&mut s, k, Flow::new(Direction::Egress, fwd, 0, port as u64));
             }
         }
         assert!(table.len() <= table.capacity());

@@ -5,8 +5,8 @@
 use super::Pipeline;
 use super::app::{AppId, AppProbe, DnsCache, How, Probe};
 use super::firewall::{Action, Direction, FlowFacts, Limit};
-use super::flow::{Flow, FlowKey, FlowTable, Timeouts};
-use super::parse::{Fragment, IpFacts, proto};
+use super::flow::{Flow, FlowKey, FlowState, FlowTable, Timeouts};
+use super::parse::{Fragment, IpFacts, proto, tcp_flags};
 use super::police::{Limiter, Pace, PacketBucket, TokenBucket};
 use super::verdict::{DropReason, Verdict};
 use crate::switch::WorkloadId;
@@ -95,8 +95,14 @@ pub struct Inspector {
 impl Inspector {
     /// An inspector holding at most `capacity` flows.
     pub fn new(capacity: usize, timeouts: Timeouts) -> Inspector {
+        Inspector::with_quota(capacity, None, timeouts)
+    }
+
+    /// An inspector holding at most `capacity` flows, at most `quota` of them
+    /// one workload's (none: an even share when the table is full).
+    pub fn with_quota(capacity: usize, quota: Option<usize>, timeouts: Timeouts) -> Inspector {
         Inspector {
-            flows: FlowTable::new(capacity),
+            flows: FlowTable::new(capacity, quota),
             timeouts,
             dns: Mutex::default(),
             bandwidth: Mutex::new(FxHashMap::default()),
@@ -188,8 +194,26 @@ impl Inspector {
         let (key, lo_to_hi) = FlowKey::of(ctx.workload, ip);
         let mut shard = self.flows.shard(&key);
         if !shard.contains_key(&key) {
-            self.flows.make_room(&mut shard, &self.timeouts, now_ms);
-            let mut f = Flow::new(ctx.direction, lo_to_hi, self.unix_ms(now_ms), now_ms);
+            let syn = ip.flags & tcp_flags::SYN != 0;
+            let ack = ip.flags & tcp_flags::ACK != 0;
+            let mut f = if ip.proto == proto::TCP && !(syn && !ack) {
+                // Mid-stream (the flow was evicted, or predates us): the side
+                // that sent it is not known to have started it, and judging
+                // a reply as a new flow from the other side would cut a live
+                // connection. A SYN-ACK comes from the server; otherwise the
+                // client is the side with the higher (ephemeral) port.
+                let sender_is_client = !syn && ip.src_port >= ip.dst_port;
+                let (dir, lo) = if sender_is_client {
+                    (ctx.direction, lo_to_hi)
+                } else {
+                    (ctx.direction.reverse(), !lo_to_hi)
+                };
+                let mut f = Flow::new(dir, lo, self.unix_ms(now_ms), now_ms);
+                f.state = FlowState::Established;
+                f
+            } else {
+                Flow::new(ctx.direction, lo_to_hi, self.unix_ms(now_ms), now_ms)
+            };
             f.mirror = ctx.mirror;
             self.name_first(pl, &mut f, ctx, ip, now_ns);
             if matches!(ip.proto, proto::TCP | proto::UDP) && ip.fragment == Fragment::No {
@@ -197,7 +221,7 @@ impl Inspector {
             }
             // Generation 0 is never current: the first packet is judged below.
             self.flows.counters.created.fetch_add(1, Ordering::Relaxed);
-            shard.insert(key, f);
+            self.flows.insert(&mut shard, key, f);
         }
         let flow = shard.get_mut(&key).expect("inserted above");
         let from_initiator = lo_to_hi == flow.initiator_lo;
@@ -632,5 +656,96 @@ mod tests {
         );
         b.ins.forget(POD2);
         assert_eq!(b.named(POD2, ME2), "tls");
+    }
+
+    #[test]
+    fn one_workloads_flood_evicts_its_own_flows_not_another_s() {
+        let b = Bed {
+            ins: Inspector::new(640, Timeouts::default()),
+            pl: Pipeline::new(MalformedPolicy::Drop),
+        };
+        for port in 0..20u16 {
+            b.send(
+                POD2,
+                Direction::Egress,
+                &pkt(proto::UDP, ME2, 30000 + port, SITE, 53, &[]),
+            );
+        }
+        // 100k SYNs from pod1, each a new flow.
+        for i in 0..100_000u32 {
+            let sp = 1024 + (i % 60000) as u16;
+            let dst = [10, 99, (i / 60000) as u8, 2];
+            let mut syn = pkt(proto::TCP, ME1, sp, dst, 80, &[]);
+            syn.flags = tcp_flags::SYN;
+            b.send(POD1, Direction::Egress, &syn);
+        }
+        assert_eq!(
+            b.ins.flows.held_by(POD2),
+            20,
+            "pod2's flows were evicted by pod1's flood"
+        );
+        assert!(b.ins.flows.held_by(POD1) <= b.ins.flows.capacity());
+        assert!(b.ins.flows.len() <= b.ins.flows.capacity());
+    }
+
+    #[test]
+    fn a_quota_caps_a_workload_before_the_table_is_full() {
+        let b = Bed {
+            ins: Inspector::with_quota(6400, Some(100), Timeouts::default()),
+            pl: Pipeline::new(MalformedPolicy::Drop),
+        };
+        for port in 0..1000u16 {
+            b.send(
+                POD1,
+                Direction::Egress,
+                &pkt(proto::UDP, ME1, 20000 + port, SITE, 53, &[]),
+            );
+        }
+        let held = b.ins.flows.held_by(POD1);
+        assert!(
+            (100..=100 + crate::pipeline::flow::SHARDS).contains(&held),
+            "{held}"
+        );
+    }
+
+    #[test]
+    fn a_mid_stream_reply_of_an_unknown_flow_is_judged_as_the_connection_it_continues() {
+        // Egress allowed, ingress denied by default: a reply must not be taken
+        // for a new connection from the outside.
+        let rules = crate::pipeline::firewall::RuleSet::parse(
+            "default = \"deny\"\n[[rule]]\ndirection = \"egress\"\naction = \"allow\"\n",
+            "t",
+        )
+        .unwrap();
+        let b = Bed {
+            ins: Inspector::new(4096, Timeouts::default()),
+            pl: Pipeline::new(MalformedPolicy::Drop).with_rules(std::sync::Arc::new(rules)),
+        };
+        let ctx = Context {
+            workload: POD1,
+            name: "w",
+            direction: Direction::Ingress,
+            mirror: false,
+        };
+        let size = Size {
+            packets: 1,
+            bytes: 100,
+        };
+        let mut ack = pkt(proto::TCP, SITE, 5201, ME1, 40000, &[]);
+        ack.flags = tcp_flags::ACK;
+        let v = b.ins.inspect(&b.pl, &ctx, &ack, size, 1_000_000_000);
+        assert!(
+            matches!(v, Verdict::Forward),
+            "a reply was judged as a new ingress flow: {v:?}"
+        );
+        let mut syn_ack = pkt(proto::TCP, SITE, 5202, ME1, 40001, &[]);
+        syn_ack.flags = tcp_flags::SYN | tcp_flags::ACK;
+        let v = b.ins.inspect(&b.pl, &ctx, &syn_ack, size, 1_000_000_000);
+        assert!(matches!(v, Verdict::Forward), "{v:?}");
+        // A real new connection from outside is still new and denied.
+        let mut syn = pkt(proto::TCP, SITE, 40002, ME1, 22, &[]);
+        syn.flags = tcp_flags::SYN;
+        let v = b.ins.inspect(&b.pl, &ctx, &syn, size, 1_000_000_000);
+        assert!(matches!(v, Verdict::Drop(DropReason::Denied)), "{v:?}");
     }
 }

@@ -33,6 +33,16 @@ pub enum Direction {
     Egress,
 }
 
+impl Direction {
+    /// The other way.
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::Ingress => Direction::Egress,
+            Direction::Egress => Direction::Ingress,
+        }
+    }
+}
+
 /// What happens to a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
