@@ -196,7 +196,7 @@ impl Inspector {
         if !shard.contains_key(&key) {
             let syn = ip.flags & tcp_flags::SYN != 0;
             let ack = ip.flags & tcp_flags::ACK != 0;
-            let mut f = if ip.proto == proto::TCP && !(syn && !ack) {
+            let mut f = if ip.proto == proto::TCP && (!syn || ack) {
                 // Mid-stream (the flow was evicted, or predates us): the side
                 // that sent it is not known to have started it, and judging
                 // a reply as a new flow from the other side would cut a live
