@@ -140,6 +140,13 @@ pub struct InspectConfig {
     pub log_keep: usize,
     /// Seconds between update records of a live flow whose counters moved.
     pub log_update_secs: u64,
+    /// Verdict records per second one workload may add (memory and files);
+    /// more are left out and counted in one "suppressed" record per second.
+    /// 0: no limit.
+    pub log_records_per_sec: u64,
+    /// Records one workload may add at once: its budget saves up to this many
+    /// (at least `log_records_per_sec`).
+    pub log_burst: u64,
 }
 
 impl Default for InspectConfig {
@@ -158,6 +165,8 @@ impl Default for InspectConfig {
             log_rotate_mb: 64,
             log_keep: 5,
             log_update_secs: 10,
+            log_records_per_sec: 200,
+            log_burst: 1000,
         }
     }
 }
@@ -413,6 +422,16 @@ impl Config {
             ("log_rotate_mb", i.log_rotate_mb as usize, 1..=4096),
             ("log_keep", i.log_keep, 0..=100),
             ("log_update_secs", i.log_update_secs as usize, 1..=3600),
+            (
+                "log_records_per_sec",
+                i.log_records_per_sec.min(usize::MAX as u64) as usize,
+                0..=1_000_000,
+            ),
+            (
+                "log_burst",
+                i.log_burst.min(usize::MAX as u64) as usize,
+                1..=1_000_000,
+            ),
         ] {
             if !range.contains(&v) {
                 let section = if key == "mac_age_secs" {
@@ -426,6 +445,18 @@ impl Config {
                     format!("must be {}..={}", range.start(), range.end()),
                 ));
             }
+        }
+        if i.log_burst < i.log_records_per_sec {
+            // Records come once a second, all at once: a smaller burst caps the rate.
+            return Err(bad(
+                key_line("log_burst"),
+                "inspect.log_burst".into(),
+                format!(
+                    "must be at least log_records_per_sec ({}): records come once a second, \
+                     so a smaller burst would cap the rate at log_burst",
+                    i.log_records_per_sec
+                ),
+            ));
         }
         let a = &self.api;
         for (i, p) in a.allow_from.iter().enumerate() {
@@ -609,6 +640,17 @@ uplink_port = "up-pod1"
             ),
             ("[inspect]", "log_ring = 50000000", "inspect.log_ring"),
             ("[inspect]", "shape_queue_mb = 0", "inspect.shape_queue_mb"),
+            (
+                "[inspect]",
+                "log_records_per_sec = 2000000",
+                "inspect.log_records_per_sec",
+            ),
+            ("[inspect]", "log_burst = 0", "inspect.log_burst"),
+            (
+                "[inspect]",
+                "log_records_per_sec = 500\nlog_burst = 100",
+                "inspect.log_burst",
+            ),
             ("[datapath]", "mac_age_secs = 0", "datapath.mac_age_secs"),
         ] {
             let t = if section == "[datapath]" {
@@ -620,6 +662,32 @@ uplink_port = "up-pod1"
             let e = Config::parse(&t, "t.toml").unwrap_err().to_string();
             assert!(e.contains(key) && e.contains("must be"), "{kv}: {e}");
         }
+    }
+
+    #[test]
+    fn log_budget_defaults_and_keys() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(
+            (c.inspect.log_records_per_sec, c.inspect.log_burst),
+            (200, 1000)
+        );
+        let t = GOOD.replace(
+            "[[workload]]",
+            "[inspect]\nlog_records_per_sec = 0\nlog_burst = 1\n\n[[workload]]",
+        );
+        let c = Config::parse(&t, "t.toml").unwrap();
+        assert_eq!((c.inspect.log_records_per_sec, c.inspect.log_burst), (0, 1));
+        let t = GOOD.replace(
+            "[[workload]]",
+            "[inspect]\nlog_records_per_sec = 500\nlog_burst = 100\n\n[[workload]]",
+        );
+        let e = Config::parse(&t, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "t.toml:10: inspect.log_burst: must be at least log_records_per_sec (500)"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -306,6 +306,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         ),
         rotate_bytes: i.log_rotate_mb << 20,
         keep: i.log_keep,
+        records_per_sec: i.log_records_per_sec,
+        burst: i.log_burst,
     };
     let insp = Arc::new(
         Inspection::new(node.dp.shared(), log, i.log_update_secs, book)

@@ -312,7 +312,10 @@ impl Inspection {
             }
         });
         let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        // The log's budget clock: the datapath clock in unix ms, which never jumps.
+        let log_ms = ins.unix_ms(now_ms);
         for r in records {
+            // Decisions count here whether or not the log keeps their record.
             if r.event == "new" || r.event == "rejudged" {
                 let action = if r.enforced {
                     r.detail.clone()
@@ -324,8 +327,11 @@ impl Inspection {
                     .entry((r.workload.clone(), action))
                     .or_default() += 1;
             }
-            self.log.record(r);
+            self.log.record(r, log_ms);
         }
+        // One summary per workload whose records went over its budget; the
+        // budgets of workloads that are gone are forgotten.
+        self.log.summarize(log_ms, &names);
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         for ((wl, cat), c) in &counts {
             let key = (name(*wl).to_string(), pl.apps.categories()[*cat].clone());
@@ -473,6 +479,7 @@ impl Inspection {
             log: LogFacts {
                 written: self.log.written(),
                 lost: self.log.lost(),
+                suppressed: self.log.suppressed(),
             },
         })
     }
@@ -554,6 +561,10 @@ pub struct LogFacts {
     pub written: u64,
     /// Records that missed the files (the writer could not keep up).
     pub lost: u64,
+    /// Records left out (ring and files) because their workload was over its
+    /// `log_records_per_sec` budget; "suppressed" records count them per workload.
+    #[serde(default)]
+    pub suppressed: u64,
 }
 
 fn endpoint(ip: IpAddr, port: u16, proto_: u8) -> String {
@@ -615,5 +626,119 @@ pub fn record(
         bytes_in: f.tally[1].bytes,
         first_seen: f.first_seen_ms,
         updated_at,
+        suppressed: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::{Datapath, DatapathParams, Forwarding, WorkloadInfo};
+    use crate::pipeline::MalformedPolicy;
+    use crate::pipeline::flow::Timeouts;
+    use crate::steer::{OnFailure, SteeringMode};
+
+    fn node(log_dir: &Path, rate: u64, burst: u64) -> (Datapath, Inspection) {
+        let params = DatapathParams {
+            workers: 1,
+            batch: 64,
+            mac_limit: 8,
+            mac_age_secs: 300,
+            spin_us: 0,
+            flow_capacity: 65_536,
+            timeouts: Timeouts::default(),
+            shape_queue_bytes: 1 << 20,
+        };
+        let dp = Datapath::start(params, Pipeline::new(MalformedPolicy::Drop)).unwrap();
+        let shared = dp.shared();
+        let info = |name: &str| WorkloadInfo {
+            name: name.into(),
+            kind: "pod".into(),
+            mode: SteeringMode::Inline,
+            on_failure: OnFailure::Open,
+            identity: Default::default(),
+        };
+        shared.fwd.store(Arc::new(Forwarding {
+            workloads: vec![Some(info("flood")), Some(info("quiet"))],
+            ..Default::default()
+        }));
+        let book = RuleBook::load(&log_dir.join("state")).unwrap();
+        let log = LogConfig {
+            ring: 100,
+            dir: Some(log_dir.join("log")),
+            rotate_bytes: 0,
+            keep: 1,
+            records_per_sec: rate,
+            burst,
+        };
+        let insp = Inspection::new(shared, log, 10, book).unwrap();
+        (dp, insp)
+    }
+
+    /// `n` UDP flows of workload `wl` from distinct source ports.
+    fn flows(insp: &Inspection, wl: u32, n: u16) {
+        let ins = &insp.shared.inspector;
+        let now = ins.now_ns() / 1_000_000;
+        for port in 0..n {
+            let k = FlowKey {
+                workload: WorkloadId(wl),
+                proto: proto::UDP,
+                lo: (IpAddr::from([10, 0, 0, 1 + wl as u8]), 10_000 + port),
+                hi: (IpAddr::from([192, 0, 2, 1]), 53),
+            };
+            let mut f = Flow::new(Direction::Egress, true, ins.unix_ms(now), now);
+            f.account(true, 1, 100, 0, now);
+            ins.flows.shard(&k).insert(k, f);
+        }
+    }
+
+    #[test]
+    fn sweep_keeps_each_workload_to_its_budget_and_summarizes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_dp, insp) = node(dir.path(), 10, 20);
+        flows(&insp, 1, 3);
+        flows(&insp, 0, 500);
+        insp.sweep();
+        let of = |wl: &str, ev: &str| {
+            insp.log.query(
+                &Filter {
+                    workload: Some(wl.into()),
+                    event: Some(ev.into()),
+                    ..Default::default()
+                },
+                1000,
+            )
+        };
+        assert_eq!(of("flood", "new").len(), 20);
+        assert_eq!(of("quiet", "new").len(), 3, "another workload's records");
+        let sums = of("flood", "suppressed");
+        assert_eq!(sums.len(), 1);
+        assert_eq!(sums[0].suppressed, Some(480));
+        assert!(of("quiet", "suppressed").is_empty());
+        // Every decision still counts in the totals, kept or not.
+        let t = insp.totals();
+        assert_eq!(t.verdicts[&("flood".to_string(), "allow".to_string())], 500);
+        let u = insp.usage(10, None).unwrap();
+        assert_eq!(u.log.suppressed, 480);
+        insp.log.flush();
+        assert_eq!(insp.log.written(), 20 + 3 + 1);
+        let on_disk =
+            crate::control::record::read_dir(&dir.path().join("log"), &Filter::default(), 10_000)
+                .unwrap();
+        assert_eq!(on_disk.len(), 24);
+
+        // Flows whose "new" was left out are not announced again: the next sweep
+        // has nothing to say, so no further summary either.
+        insp.sweep();
+        assert_eq!(of("flood", "suppressed").len(), 1);
+        assert_eq!(of("flood", "new").len(), 20);
+
+        // A workload that is gone loses its budget once its summary is out.
+        insp.shared.fwd.store(Arc::new(Forwarding {
+            workloads: vec![None, insp.shared.fwd.load().workloads[1].clone()],
+            ..Default::default()
+        }));
+        insp.sweep();
+        assert!(insp.log.suppressed_by_workload().is_empty());
     }
 }

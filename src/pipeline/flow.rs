@@ -435,6 +435,28 @@ impl FlowTable {
         }
     }
 
+    /// Keys of the live flows `keep` accepts, most recently seen first: one
+    /// shard locked at a time, copying only keys and times, so a reader of a
+    /// large table holds no lock for longer than a copy of one shard's keys.
+    pub fn recent_keys(&self, keep: impl Fn(&FlowKey) -> bool) -> Vec<FlowKey> {
+        let mut keys: Vec<(u64, FlowKey)> = Vec::new();
+        for s in self.shards.iter() {
+            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            keys.extend(
+                s.iter()
+                    .filter(|(k, _)| keep(k))
+                    .map(|(k, f)| (f.last_seen_ms, *k)),
+            );
+        }
+        keys.sort_unstable_by_key(|(t, _)| std::cmp::Reverse(*t));
+        keys.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// Runs `f` on the flow of `key`, if it is still there, under its shard's lock.
+    pub fn with_flow<R>(&self, key: &FlowKey, f: impl FnOnce(&Flow) -> R) -> Option<R> {
+        self.shard(key).get(key).map(f)
+    }
+
     /// Removes every flow of a workload (it was detached).
     pub fn forget(&self, wl: WorkloadId) {
         for s in self.shards.iter() {

@@ -48,6 +48,11 @@ struct WorkloadReason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OneWorkload {
+    workload: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Kind {
     kind: String,
 }
@@ -290,6 +295,17 @@ pub fn render(ctx: &Ctx) -> String {
         "log_records_lost",
         "Verdict records that missed the log files",
         counter(ctx.insp.log.lost()),
+    );
+    reg.register(
+        "log_records_suppressed",
+        "Verdict records left out because their workload was over its log budget (log_records_per_sec)",
+        family(
+            ctx.insp
+                .log
+                .suppressed_by_workload()
+                .into_iter()
+                .map(|(workload, v)| (OneWorkload { workload }, v)),
+        ),
     );
     reg.register(
         "rule_push_seconds",

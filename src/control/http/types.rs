@@ -283,7 +283,7 @@ pub struct LogQuery {
     pub app: Option<String>,
     /// Only records updated since: unix ms, a duration ago ("10m"), or RFC 3339.
     pub since: Option<String>,
-    /// Only this event: new, rejudged, update, end.
+    /// Only this event: new, rejudged, update, end, suppressed.
     pub event: Option<String>,
     /// Text found in any field.
     pub q: Option<String>,

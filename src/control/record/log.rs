@@ -1,15 +1,22 @@
 //! The verdict log: one record per flow decision and per update as the flow
 //! ages, kept in a memory ring for the API and appended to rotated JSON-lines
 //! files by one background writer so the datapath never waits on a disk.
+//!
+//! One workload cannot crowd the others out: each has a budget of records per
+//! second (records over it are left out and counted in one "suppressed" summary
+//! record per workload and sweep), and a full ring gives up the oldest record
+//! of the workload holding the most, not the oldest of all.
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::{self, Serializer};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::ops::Bound;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +46,10 @@ const REOPEN_EVERY: Duration = Duration::from_secs(1);
 /// milliseconds.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FlowRecord {
-    /// "new", "update", "rejudged", "end", "evicted", or "live" for a flow table entry.
+    /// "new", "update", "rejudged", "end", "evicted", "live" for a flow table
+    /// entry, or "suppressed": a summary standing for records of the workload left
+    /// out over its log budget (their number in `suppressed`; the flow fields are
+    /// empty and the counters 0; `first_seen` is when the first was left out).
     pub event: String,
     /// Workload (pod or VM) the flow belongs to.
     pub workload: String,
@@ -94,6 +104,10 @@ pub struct FlowRecord {
     #[serde(deserialize_with = "de_millis", serialize_with = "ser_millis")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: u64,
+    /// Only in a "suppressed" record: how many records of the workload were left
+    /// out (over its `log_records_per_sec` budget) since its previous summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
 }
 
 impl FlowRecord {
@@ -173,6 +187,12 @@ pub struct LogConfig {
     pub rotate_bytes: u64,
     /// Rotated files kept; 0 discards the current file when it is full.
     pub keep: usize,
+    /// Records per second one workload may add (ring and files alike); records
+    /// over it are left out and counted in a "suppressed" summary. 0: no limit.
+    pub records_per_sec: u64,
+    /// Records a workload may add at once: its budget saves up to this many.
+    /// Records come once a second, so below `records_per_sec` it caps the rate.
+    pub burst: u64,
 }
 
 /// Selects records; every field that is set must match.
@@ -245,6 +265,7 @@ fn text_matches(r: &FlowRecord, q: &str) -> bool {
 #[derive(Default)]
 struct Shared {
     lost: AtomicU64,
+    suppressed: AtomicU64,
     written: AtomicU64,
     failed: AtomicU64,
     disk_errors: AtomicU64,
@@ -259,12 +280,15 @@ enum Msg {
 /// The verdict log: a memory ring plus, optionally, rotated files on disk.
 ///
 /// [`record`](Self::record) never waits on the disk; records the writer cannot
-/// keep up with are counted in [`lost`](Self::lost).
+/// keep up with are counted in [`lost`](Self::lost), records over a workload's
+/// budget in [`suppressed`](Self::suppressed).
 pub struct VerdictLog {
     // Records are shared between the ring and the writer instead of cloned; each
     // carries its sequence number (1, 2, ...), the cursor of queries and streams.
     ring: Mutex<Ring>,
     ring_cap: usize,
+    /// `None`: no limit per workload.
+    budget: Option<Mutex<Budget>>,
     tx: Option<Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -272,10 +296,184 @@ pub struct VerdictLog {
     latest: tokio::sync::watch::Sender<u64>,
 }
 
-#[derive(Default)]
+/// The records kept in memory, shared out between workloads: when full, the
+/// workload holding the most gives up its oldest record (of two holding as many,
+/// the one whose oldest record is older), so a flood from one workload only
+/// ever pushes out its own records once it holds more than the others.
+///
+/// Every step is O(log n): records by sequence number in a B-tree, each
+/// workload's sequence numbers in a queue, workloads ordered by their share.
 struct Ring {
-    records: VecDeque<(u64, Arc<FlowRecord>)>,
+    /// Every record kept, by sequence number.
+    records: BTreeMap<u64, Arc<FlowRecord>>,
+    /// Per workload, the sequence numbers of its records kept, oldest first.
+    lanes: HashMap<Arc<str>, VecDeque<u64>>,
+    /// Workloads by (records held, oldest first): the last one gives up a record.
+    /// The oldest sequence number of each lane is unique, so it keys alone.
+    shares: BTreeMap<(usize, Reverse<u64>), Arc<str>>,
     next_seq: u64,
+}
+
+impl Ring {
+    fn new() -> Ring {
+        Ring {
+            records: BTreeMap::new(),
+            lanes: HashMap::new(),
+            shares: BTreeMap::new(),
+            next_seq: 1,
+        }
+    }
+
+    /// Adds `r` as the next sequence number; beyond `cap` records, then removes
+    /// one as the type describes. Returns the sequence number and the record
+    /// removed, to be freed outside the lock.
+    fn push(&mut self, r: Arc<FlowRecord>, cap: usize) -> (u64, Option<Arc<FlowRecord>>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        match self.lanes.get_key_value(r.workload.as_str()) {
+            Some((name, lane)) => {
+                let name = name.clone();
+                let key = (lane.len(), Reverse(lane.front().copied().unwrap_or(seq)));
+                self.shares.remove(&key);
+                let lane = self.lanes.get_mut(&name).expect("lane just found");
+                lane.push_back(seq);
+                let key = (lane.len(), Reverse(lane.front().copied().unwrap_or(seq)));
+                self.shares.insert(key, name);
+            }
+            None => {
+                let name: Arc<str> = Arc::from(r.workload.as_str());
+                self.lanes.insert(name.clone(), VecDeque::from([seq]));
+                self.shares.insert((1, Reverse(seq)), name);
+            }
+        }
+        self.records.insert(seq, r);
+        // Counted with the newcomer, so two workloads flooding settle on equal
+        // shares, and a newcomer is never the one to go while others hold more.
+        let evicted = if self.records.len() > cap {
+            self.evict()
+        } else {
+            None
+        };
+        (seq, evicted)
+    }
+
+    /// Removes the oldest record of the workload holding the most.
+    fn evict(&mut self) -> Option<Arc<FlowRecord>> {
+        let ((_, Reverse(oldest)), name) = self.shares.pop_last()?;
+        let lane = self.lanes.get_mut(&name)?;
+        lane.pop_front();
+        match lane.front() {
+            Some(&front) => {
+                self.shares.insert((lane.len(), Reverse(front)), name);
+            }
+            None => {
+                self.lanes.remove(&name);
+            }
+        }
+        self.records.remove(&oldest)
+    }
+}
+
+/// Per-workload token buckets of log records, and what was left out of each
+/// since its last summary. Holds only workloads that made records and still
+/// exist ([`VerdictLog::summarize`] forgets the others).
+struct Budget {
+    /// Records per second.
+    rate: u64,
+    /// Most records saved up.
+    burst: u64,
+    buckets: HashMap<String, Bucket>,
+}
+
+struct Bucket {
+    /// Records that may be made now, in thousandths.
+    milli: u64,
+    /// When `milli` was last topped up (unix ms).
+    at_ms: u64,
+    /// Records left out since the last summary, and when the first of them was.
+    pending: u64,
+    pending_since: u64,
+    /// Steering mode and enforcement of the first record left out, for the summary.
+    mode: String,
+    enforced: bool,
+    /// Records left out since the workload's first record.
+    total: u64,
+}
+
+impl Budget {
+    /// Whether a record of `r`'s workload fits at `now_ms`; when it does not,
+    /// it is counted for the workload's next summary.
+    fn admit(&mut self, r: &mut FlowRecord, now_ms: u64) -> bool {
+        let cap = self.burst.saturating_mul(1000);
+        if !self.buckets.contains_key(&r.workload) {
+            // A workload's first record finds its budget full.
+            self.buckets.insert(
+                r.workload.clone(),
+                Bucket {
+                    milli: cap,
+                    at_ms: now_ms,
+                    pending: 0,
+                    pending_since: 0,
+                    mode: String::new(),
+                    enforced: false,
+                    total: 0,
+                },
+            );
+        }
+        let Some(b) = self.buckets.get_mut(&r.workload) else {
+            return true;
+        };
+        // A clock that went back tops nothing up until it is past `at_ms` again.
+        let elapsed = now_ms.saturating_sub(b.at_ms);
+        b.at_ms = b.at_ms.max(now_ms);
+        b.milli = b
+            .milli
+            .saturating_add(elapsed.saturating_mul(self.rate))
+            .min(cap);
+        if b.milli >= 1000 {
+            b.milli -= 1000;
+            return true;
+        }
+        if b.pending == 0 {
+            b.pending_since = now_ms;
+            b.mode = std::mem::take(&mut r.mode);
+            b.enforced = r.enforced;
+        }
+        b.pending += 1;
+        b.total += 1;
+        false
+    }
+}
+
+/// The record standing for `n` records of `workload` left out.
+fn summary(workload: &str, b: &mut Bucket, now_ms: u64) -> FlowRecord {
+    let n = std::mem::take(&mut b.pending);
+    FlowRecord {
+        event: "suppressed".into(),
+        workload: workload.to_string(),
+        mode: std::mem::take(&mut b.mode),
+        direction: String::new(),
+        proto: String::new(),
+        src: String::new(),
+        dst: String::new(),
+        app: String::new(),
+        category: String::new(),
+        host: None,
+        how: None,
+        action: String::new(),
+        detail: String::new(),
+        enforced: b.enforced,
+        verdict: String::new(),
+        rule: String::new(),
+        logged_by: None,
+        packets_out: 0,
+        bytes_out: 0,
+        packets_in: 0,
+        bytes_in: 0,
+        first_seen: b.pending_since,
+        updated_at: now_ms,
+        suppressed: Some(n),
+    }
 }
 
 impl VerdictLog {
@@ -283,6 +481,13 @@ impl VerdictLog {
     /// starts the writer thread.
     pub fn new(cfg: LogConfig) -> io::Result<VerdictLog> {
         let mut log = VerdictLog::memory(cfg.ring);
+        if cfg.records_per_sec > 0 {
+            log.budget = Some(Mutex::new(Budget {
+                rate: cfg.records_per_sec,
+                burst: cfg.burst,
+                buckets: HashMap::new(),
+            }));
+        }
         if let Some(dir) = &cfg.dir {
             crate::control::files::private_dir(dir)?;
             let (file, size) = open_current(dir)?;
@@ -296,11 +501,9 @@ impl VerdictLog {
 
     fn memory(ring: usize) -> VerdictLog {
         VerdictLog {
-            ring: Mutex::new(Ring {
-                records: VecDeque::with_capacity(ring.min(CHANNEL_CAP)),
-                next_seq: 1,
-            }),
+            ring: Mutex::new(Ring::new()),
             ring_cap: ring,
+            budget: None,
             tx: None,
             writer: None,
             shared: Arc::default(),
@@ -308,22 +511,60 @@ impl VerdictLog {
         }
     }
 
-    /// Adds a record to the ring and hands it to the writer without blocking.
-    pub fn record(&self, r: FlowRecord) {
-        let r = Arc::new(r);
+    /// Adds a record made at `now_ms` (unix ms of a clock that does not jump;
+    /// the sweep passes the datapath clock's) to the ring and hands it to the
+    /// writer without blocking, if its workload's budget allows; returns whether
+    /// it did. A record left out is counted for the next [`summarize`](Self::summarize).
+    pub fn record(&self, mut r: FlowRecord, now_ms: u64) -> bool {
+        if let Some(b) = &self.budget {
+            let admitted = b
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(&mut r, now_ms);
+            if !admitted {
+                self.shared.suppressed.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
+        self.append(Arc::new(r));
+        true
+    }
+
+    /// Adds one "suppressed" record for each workload that had records left out
+    /// since the last call (the sweep calls it once a second, after its records),
+    /// then forgets the budgets of workloads not in `live`. Returns the number of
+    /// summaries added.
+    pub fn summarize(&self, now_ms: u64, live: &[String]) -> usize {
+        let Some(b) = &self.budget else { return 0 };
+        let summaries: Vec<FlowRecord> = {
+            let mut b = b.lock().unwrap_or_else(PoisonError::into_inner);
+            let out = b
+                .buckets
+                .iter_mut()
+                .filter(|(_, k)| k.pending > 0)
+                .map(|(w, k)| summary(w, k, now_ms))
+                .collect();
+            if !b.buckets.is_empty() {
+                let live: std::collections::HashSet<&str> =
+                    live.iter().map(String::as_str).collect();
+                b.buckets.retain(|w, _| live.contains(w.as_str()));
+            }
+            out
+        };
+        let n = summaries.len();
+        for s in summaries {
+            self.append(Arc::new(s));
+        }
+        n
+    }
+
+    fn append(&self, r: Arc<FlowRecord>) {
         if self.ring_cap > 0 {
-            let (seq, evicted) = {
-                let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-                let old = if ring.records.len() >= self.ring_cap {
-                    ring.records.pop_front()
-                } else {
-                    None
-                };
-                let seq = ring.next_seq;
-                ring.next_seq += 1;
-                ring.records.push_back((seq, r.clone()));
-                (seq, old)
-            };
+            let (seq, evicted) = self
+                .ring
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(r.clone(), self.ring_cap);
             // Freed outside the lock so the next caller is not held up.
             drop(evicted);
             self.latest.send_replace(seq);
@@ -349,15 +590,13 @@ impl VerdictLog {
         // Only cheap comparisons under the lock; the copies are made after it.
         let picked: Vec<(u64, Arc<FlowRecord>)> = {
             let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-            let end = before.map_or(ring.records.len(), |b| {
-                ring.records.partition_point(|(s, _)| *s < b)
-            });
+            let end = before.map_or(Bound::Unbounded, Bound::Excluded);
             ring.records
-                .range(..end)
+                .range((Bound::Unbounded, end))
                 .rev()
                 .filter(|(_, r)| f.matches(r))
                 .take(limit)
-                .cloned()
+                .map(|(s, r)| (*s, r.clone()))
                 .collect()
         };
         picked.into_iter().map(|(s, r)| (s, (*r).clone())).collect()
@@ -368,12 +607,11 @@ impl VerdictLog {
     pub fn since(&self, f: &Filter, after: u64, limit: usize) -> Vec<(u64, FlowRecord)> {
         let picked: Vec<(u64, Arc<FlowRecord>)> = {
             let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-            let start = ring.records.partition_point(|(s, _)| *s <= after);
             ring.records
-                .range(start..)
+                .range((Bound::Excluded(after), Bound::Unbounded))
                 .filter(|(_, r)| f.matches(r))
                 .take(limit)
-                .cloned()
+                .map(|(s, r)| (*s, r.clone()))
                 .collect()
         };
         picked.into_iter().map(|(s, r)| (s, (*r).clone())).collect()
@@ -387,6 +625,28 @@ impl VerdictLog {
     /// Records dropped because the writer's queue was full or the writer was gone.
     pub fn lost(&self) -> u64 {
         self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// Records left out over their workload's budget, since start.
+    pub fn suppressed(&self) -> u64 {
+        self.shared.suppressed.load(Ordering::Relaxed)
+    }
+
+    /// Records left out per workload since its first record, for the workloads
+    /// still kept (see [`summarize`](Self::summarize)) that had any left out.
+    pub fn suppressed_by_workload(&self) -> Vec<(String, u64)> {
+        let Some(b) = &self.budget else {
+            return Vec::new();
+        };
+        let b = b.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<(String, u64)> = b
+            .buckets
+            .iter()
+            .filter(|(_, k)| k.total > 0)
+            .map(|(w, k)| (w.clone(), k.total))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Records flushed to the file.
@@ -773,6 +1033,7 @@ mod tests {
             bytes_in: 3000,
             first_seen: T0,
             updated_at: T0 + i,
+            suppressed: None,
         }
     }
 
@@ -786,6 +1047,8 @@ mod tests {
             dir: None,
             rotate_bytes: 0,
             keep: 0,
+            records_per_sec: 0,
+            burst: 0,
         })
         .unwrap()
     }
@@ -796,6 +1059,8 @@ mod tests {
             dir: Some(dir.to_path_buf()),
             rotate_bytes,
             keep,
+            records_per_sec: 0,
+            burst: 0,
         })
         .unwrap()
     }
@@ -804,7 +1069,7 @@ mod tests {
     fn ring_keeps_the_newest() {
         let log = mem(3);
         for i in 0..5 {
-            log.record(rec(i));
+            log.record(rec(i), T0);
         }
         assert_eq!(ids(&log.query(&Filter::default(), 10)), [2, 3, 4]);
         assert_eq!(ids(&log.query(&Filter::default(), 2)), [3, 4]);
@@ -816,7 +1081,7 @@ mod tests {
     #[test]
     fn ring_of_zero_keeps_nothing() {
         let log = mem(0);
-        log.record(rec(1));
+        log.record(rec(1), T0);
         assert!(log.query(&Filter::default(), 10).is_empty());
     }
 
@@ -847,7 +1112,7 @@ mod tests {
         d.category = "video".into();
         d.event = "end".into();
         for r in [a, b, c, d] {
-            log.record(r);
+            log.record(r, T0);
         }
         let q = |f: Filter| ids(&log.query(&f, 100));
         let s = |v: &str| Some(v.to_string());
@@ -991,7 +1256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = on_disk(dir.path(), 0, 3);
         for i in 0..100 {
-            log.record(rec(i));
+            log.record(rec(i), T0);
         }
         drop(log);
         let got = read_dir(dir.path(), &Filter::default(), 1000).unwrap();
@@ -1004,7 +1269,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for round in 0..2 {
             let log = on_disk(dir.path(), 0, 1);
-            log.record(rec(round));
+            log.record(rec(round), T0);
             log.flush();
             assert_eq!(log.written(), 1);
         }
@@ -1019,7 +1284,7 @@ mod tests {
         // Room for three records per file.
         let log = on_disk(dir.path(), line * 3 + 2, 2);
         for i in 10..40 {
-            log.record(rec(i));
+            log.record(rec(i), T0);
         }
         log.flush();
         assert_eq!((log.written(), log.lost(), log.failed()), (30, 0, 0));
@@ -1063,7 +1328,7 @@ mod tests {
         let line = serde_json::to_vec(&rec(10)).unwrap().len() as u64 + 1;
         let log = on_disk(dir.path(), line * 2, 0);
         for i in 10..15 {
-            log.record(rec(i));
+            log.record(rec(i), T0);
         }
         log.flush();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -1081,13 +1346,15 @@ mod tests {
             dir: Some(dir.path().to_path_buf()),
             rotate_bytes: 0,
             keep: 1,
+            records_per_sec: 0,
+            burst: 0,
         };
         // A writer that has not started yet stands in for a stalled disk.
         let mut log = VerdictLog::memory(cfg.ring);
         let (tx, rx) = crossbeam_channel::bounded(2);
         log.tx = Some(tx);
         for i in 0..5 {
-            log.record(rec(i));
+            log.record(rec(i), T0);
         }
         assert_eq!(log.lost(), 3);
         // The ring still has everything.
@@ -1098,7 +1365,7 @@ mod tests {
         log.writer = Some(w.spawn(rx).unwrap());
         log.flush();
         assert_eq!(log.written(), 2);
-        log.record(rec(5));
+        log.record(rec(5), T0);
         log.flush();
         assert_eq!((log.written(), log.lost()), (3, 3));
         let got = read_dir(dir.path(), &Filter::default(), 10).unwrap();
@@ -1110,19 +1377,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("log");
         let log = on_disk(&dir, 10, 2);
-        log.record(rec(0));
+        log.record(rec(0), T0);
         log.flush();
         assert_eq!(log.written(), 1);
         fs::remove_dir_all(&dir).unwrap();
         // Rotating fails, then reopening fails; the records are dropped and counted.
-        log.record(rec(1));
-        log.record(rec(2));
+        log.record(rec(1), T0);
+        log.record(rec(2), T0);
         log.flush();
         assert_eq!((log.written(), log.failed()), (1, 2));
         assert!(log.disk_errors() >= 2);
         fs::create_dir_all(&dir).unwrap();
         std::thread::sleep(REOPEN_EVERY + Duration::from_millis(100));
-        log.record(rec(3));
+        log.record(rec(3), T0);
         log.flush();
         assert_eq!((log.written(), log.failed()), (2, 2));
         assert_eq!(ids(&read_dir(&dir, &Filter::default(), 10).unwrap()), [3]);
@@ -1180,8 +1447,239 @@ mod tests {
             dir: Some(file),
             rotate_bytes: 0,
             keep: 0,
+            records_per_sec: 0,
+            burst: 0,
         };
         assert!(VerdictLog::new(cfg).is_err());
+    }
+
+    fn of(workload: &str, i: u64) -> FlowRecord {
+        let mut r = rec(i);
+        r.workload = workload.into();
+        r
+    }
+
+    fn budgeted(ring: usize, dir: Option<&Path>, rate: u64, burst: u64) -> VerdictLog {
+        VerdictLog::new(LogConfig {
+            ring,
+            dir: dir.map(Path::to_path_buf),
+            rotate_bytes: 0,
+            keep: 0,
+            records_per_sec: rate,
+            burst,
+        })
+        .unwrap()
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn event(e: &str) -> Filter {
+        Filter {
+            event: Some(e.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn budget_caps_each_workload_and_one_summary_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = budgeted(1000, Some(dir.path()), 10, 20);
+        let live = names(&["flood", "quiet"]);
+        // The budget starts full: 20 at once, then 10 a second.
+        let kept = (0..100).filter(|&i| log.record(of("flood", i), T0)).count();
+        assert_eq!(kept, 20);
+        for i in 0..5 {
+            assert!(
+                log.record(of("quiet", 1000 + i), T0),
+                "another workload's budget"
+            );
+        }
+        assert_eq!(log.suppressed(), 80);
+        assert_eq!(log.summarize(T0 + 5, &live), 1);
+        // Nothing more left out: no further summary.
+        assert_eq!(log.summarize(T0 + 10, &live), 0);
+
+        let sums = log.query(&event("suppressed"), 10);
+        assert_eq!(sums.len(), 1);
+        let s = &sums[0];
+        assert_eq!(
+            (s.workload.as_str(), s.suppressed, s.mode.as_str()),
+            ("flood", Some(80), "inline")
+        );
+        assert_eq!((s.first_seen, s.updated_at, s.packets_out), (T0, T0 + 5, 0));
+        assert!(s.enforced);
+
+        // A second later: 10 more, the rest in the next summary.
+        let kept = (0..100)
+            .filter(|&i| log.record(of("flood", 200 + i), T0 + 1000))
+            .count();
+        assert_eq!(kept, 10);
+        // Half a second tops up half a second's worth.
+        let kept = (0..100)
+            .filter(|&i| log.record(of("flood", 400 + i), T0 + 1500))
+            .count();
+        assert_eq!(kept, 5);
+        assert_eq!(log.summarize(T0 + 1500, &live), 1);
+        assert_eq!(log.query(&event("suppressed"), 10)[1].suppressed, Some(185));
+        // A long pause saves up no more than the burst; a clock that went back
+        // tops up nothing.
+        let kept = (0..100)
+            .filter(|&i| log.record(of("flood", 600 + i), T0 + 60_000))
+            .count();
+        assert_eq!(kept, 20);
+        assert!(!log.record(of("flood", 700), T0 + 30_000));
+        assert_eq!(log.suppressed(), 80 + 185 + 81);
+        assert_eq!(log.suppressed_by_workload(), [("flood".to_string(), 346)]);
+
+        // The files hold exactly what the ring holds: the budget plus summaries.
+        log.flush();
+        let on_disk = read_dir(dir.path(), &Filter::default(), 10_000).unwrap();
+        assert_eq!(on_disk, log.query(&Filter::default(), 10_000));
+        let flood = |f: &Filter| {
+            on_disk
+                .iter()
+                .filter(|r| r.workload == "flood" && f.matches(r))
+                .count()
+        };
+        assert_eq!(flood(&event("new")), 20 + 10 + 5 + 20);
+        assert_eq!(flood(&event("suppressed")), 2);
+        assert_eq!(on_disk.iter().filter(|r| r.workload == "quiet").count(), 5);
+    }
+
+    #[test]
+    fn summaries_are_not_lost_when_a_workload_goes_and_its_budget_is_forgotten() {
+        let log = budgeted(100, None, 1, 1);
+        assert!(log.record(of("gone", 0), T0));
+        assert!(!log.record(of("gone", 1), T0));
+        assert!(!log.record(of("gone", 2), T0));
+        assert!(log.record(of("stays", 3), T0));
+        assert_eq!(log.summarize(T0, &names(&["stays"])), 1);
+        assert_eq!(
+            log.query(&event("suppressed"), 10)[0].suppressed,
+            Some(2),
+            "the last summary is made before the budget is forgotten"
+        );
+        assert!(log.suppressed_by_workload().is_empty());
+        assert_eq!(log.suppressed(), 2);
+        // A workload coming back (same name) starts with a full budget.
+        assert!(log.record(of("gone", 4), T0));
+        assert!(!log.record(of("stays", 5), T0));
+        assert_eq!(log.suppressed_by_workload(), [("stays".to_string(), 1)]);
+    }
+
+    #[test]
+    fn no_budget_keeps_everything() {
+        let log = budgeted(1000, None, 0, 0);
+        assert!((0..500).all(|i| log.record(rec(i), T0)));
+        assert_eq!(log.summarize(T0, &names(&["web"])), 0);
+        assert_eq!(log.query(&Filter::default(), 1000).len(), 500);
+        assert_eq!(log.suppressed(), 0);
+    }
+
+    #[test]
+    fn a_flood_from_one_workload_keeps_the_others_records_in_the_ring() {
+        let log = mem(10);
+        for i in 0..3 {
+            log.record(of("b", 1000 + i), T0);
+        }
+        for i in 0..100 {
+            log.record(of("a", i), T0);
+        }
+        let all = log.query(&Filter::default(), 100);
+        assert_eq!(all.len(), 10);
+        let b = Filter {
+            workload: Some("b".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(&log.query(&b, 100)), [1000, 1001, 1002]);
+        // a keeps its newest 7, in order.
+        assert_eq!(ids(&all), [1000, 1001, 1002, 93, 94, 95, 96, 97, 98, 99]);
+
+        // Sequence numbers: b's are 1..=3, a's the newest; pages newest first.
+        let page = log.page(&Filter::default(), None, 4);
+        let seqs: Vec<u64> = page.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [103, 102, 101, 100]);
+        // A `before` cursor steps over the hole the evictions left.
+        let page = log.page(&Filter::default(), Some(98), 5);
+        let seqs: Vec<u64> = page.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [97, 3, 2, 1]);
+        assert_eq!(
+            ids(&page.into_iter().map(|(_, r)| r).collect::<Vec<_>>()),
+            [93, 1002, 1001, 1000]
+        );
+        // `since` is oldest first, from just after the cursor.
+        let since = log.since(&Filter::default(), 2, 3);
+        let seqs: Vec<u64> = since.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [3, 97, 98]);
+        assert!(log.since(&Filter::default(), 103, 10).is_empty());
+        assert_eq!(*log.subscribe().borrow(), 103);
+
+        // b floods too: the two settle on equal shares, a giving up its oldest.
+        for i in 0..100 {
+            log.record(of("b", 2000 + i), T0);
+        }
+        assert_eq!(ids(&log.query(&b, 100)), [2095, 2096, 2097, 2098, 2099]);
+        let a = Filter {
+            workload: Some("a".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(&log.query(&a, 100)), [95, 96, 97, 98, 99]);
+        // A newcomer gets room too.
+        log.record(of("c", 3000), T0);
+        assert_eq!(log.query(&Filter::default(), 100).len(), 10);
+        assert_eq!(log.query(&a, 100).len() + log.query(&b, 100).len(), 9);
+        let seqs: Vec<u64> = log
+            .page(&Filter::default(), None, 100)
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
+        assert_eq!(seqs[0], 204);
+    }
+
+    #[test]
+    fn many_workloads_share_the_ring_evenly() {
+        let log = mem(10_000);
+        for i in 0..200_000u64 {
+            log.record(of(&format!("w{}", i % 500), i), T0);
+        }
+        let all = log.query(&Filter::default(), 20_000);
+        assert_eq!(all.len(), 10_000);
+        let mut per: HashMap<&str, usize> = HashMap::new();
+        for r in &all {
+            *per.entry(r.workload.as_str()).or_default() += 1;
+        }
+        assert_eq!(per.len(), 500);
+        assert!(per.values().all(|&n| n == 20), "{per:?}");
+        // A newcomer's record is kept; one of the others gives up its oldest.
+        log.record(of("late", 0), T0);
+        let late = Filter {
+            workload: Some("late".into()),
+            ..Default::default()
+        };
+        assert_eq!(log.query(&late, 10).len(), 1);
+        assert_eq!(log.query(&Filter::default(), 20_000).len(), 10_000);
+    }
+
+    #[test]
+    fn suppressed_count_in_json_and_schema() {
+        let mut r = rec(1);
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(!s.contains("suppressed"), "{s}");
+        r.event = "suppressed".into();
+        r.suppressed = Some(42);
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.contains(r#""suppressed":42"#), "{s}");
+        assert_eq!(serde_json::from_str::<FlowRecord>(&s).unwrap(), r);
+
+        let schema = serde_json::to_value(<FlowRecord as utoipa::PartialSchema>::schema()).unwrap();
+        let prop = &schema["properties"]["suppressed"];
+        assert!(prop.to_string().contains("integer"), "{prop}");
+        let required = schema["required"].as_array().unwrap();
+        assert!(!required.iter().any(|k| k == "suppressed"), "{required:?}");
+        assert!(required.iter().any(|k| k == "event"));
     }
 
     #[test]
