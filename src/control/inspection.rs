@@ -389,22 +389,40 @@ impl Inspection {
         let ins = &self.shared.inspector;
         let fwd = self.shared.fwd.load();
         let pl = self.shared.pipeline.load();
-        let mut out = Vec::new();
-        ins.flows.visit(|k, fl| {
-            let wl = fwd
-                .workloads
-                .get(k.workload.0 as usize)
+        let name = |wl: WorkloadId| {
+            fwd.workloads
+                .get(wl.0 as usize)
                 .and_then(|w| w.as_ref())
-                .map(|w| w.name.clone())
-                .unwrap_or_default();
-            let r = record("live", &wl, k, fl, &pl, ins.unix_ms(fl.last_seen_ms));
-            if f.matches(&r) {
+                .map_or("", |w| w.name.as_str())
+        };
+        // Keys first (a copy of each shard's keys under its lock), newest
+        // first; then each record is made under its own flow's lock, so a walk
+        // of a large table never holds the datapath up for more than a copy.
+        let keys = ins
+            .flows
+            .recent_keys(|k| f.workload.as_deref().is_none_or(|w| w == name(k.workload)));
+        let mut out = Vec::new();
+        for k in keys {
+            let r = ins.flows.with_flow(&k, |fl| {
+                record(
+                    "live",
+                    name(k.workload),
+                    &k,
+                    fl,
+                    &pl,
+                    ins.unix_ms(fl.last_seen_ms),
+                )
+            });
+            if let Some(r) = r.filter(|r| f.matches(r)) {
                 out.push(r);
+                if out.len() == limit {
+                    break;
+                }
             }
-        });
-        out.sort_by_key(|r| r.updated_at);
-        let skip = out.len().saturating_sub(limit);
-        out.split_off(skip)
+        }
+        // Oldest first, as the log is.
+        out.reverse();
+        out
     }
 
     /// Statistics per workload and category for windows of `secs` (one of
