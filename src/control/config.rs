@@ -126,6 +126,8 @@ pub struct InspectConfig {
     pub fragments: FragmentPolicy,
     /// Most flows held; more evict the least recently seen.
     pub flow_capacity: usize,
+    /// Most flows one workload may hold; 0: an even share when the table is full.
+    pub flow_quota: usize,
     /// Idle timeouts, seconds.
     pub timeouts: Timeouts,
     /// Most MiB of shaped frames one worker holds.
@@ -158,6 +160,7 @@ impl Default for InspectConfig {
             anti_spoofing: true,
             fragments: FragmentPolicy::Pass,
             flow_capacity: 262_144,
+            flow_quota: 0,
             timeouts: Timeouts::default(),
             shape_queue_mb: 32,
             log_dir: None,
@@ -417,6 +420,7 @@ impl Config {
                 i.flow_capacity,
                 crate::pipeline::flow::SHARDS..=16 << 20,
             ),
+            ("flow_quota", i.flow_quota, 0..=i.flow_capacity),
             ("log_ring", i.log_ring, 0..=1_000_000),
             ("shape_queue_mb", i.shape_queue_mb, 1..=4096),
             ("log_rotate_mb", i.log_rotate_mb as usize, 1..=4096),

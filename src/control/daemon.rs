@@ -227,6 +227,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         mac_age_secs: cfg.datapath.mac_age_secs,
         spin_us: cfg.datapath.spin_us,
         flow_capacity: cfg.inspect.flow_capacity,
+        flow_quota: Some(cfg.inspect.flow_quota).filter(|&q| q > 0),
         timeouts: cfg.inspect.timeouts,
         shape_queue_bytes: cfg.inspect.shape_queue_mb << 20,
     };

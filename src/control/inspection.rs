@@ -664,6 +664,7 @@ mod tests {
             mac_age_secs: 300,
             spin_us: 0,
             flow_capacity: 65_536,
+            flow_quota: None,
             timeouts: Timeouts::default(),
             shape_queue_bytes: 1 << 20,
         };

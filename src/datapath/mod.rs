@@ -39,6 +39,8 @@ pub struct DatapathParams {
     pub spin_us: u64,
     /// Most flows the flow table holds.
     pub flow_capacity: usize,
+    /// Most flows one workload may hold (none: an even share when full).
+    pub flow_quota: Option<usize>,
     /// Idle timeouts of flows.
     pub timeouts: Timeouts,
     /// Most bytes of shaped frames a worker holds.
@@ -212,7 +214,11 @@ impl Datapath {
             fwd: Arc::new(ArcSwap::from_pointee(Forwarding::default())),
             macs: SharedMacTable::default(),
             pipeline: Arc::new(ArcSwap::from_pointee(pipeline)),
-            inspector: Arc::new(Inspector::new(params.flow_capacity, params.timeouts)),
+            inspector: Arc::new(Inspector::with_quota(
+                params.flow_capacity,
+                params.flow_quota,
+                params.timeouts,
+            )),
             counters: DatapathCounters::default(),
             params: params.clone(),
             workers_alive: Default::default(),

@@ -157,8 +157,12 @@ impl Attachment {
 /// 12 characters of [A-Za-z0-9_.-], starting with a letter or digit (no `.`,
 /// `..` or `-x`).
 pub fn check_workload_name(name: &str) -> Result<(), String> {
-    let ok = name.len() <= 12
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+    if name.len() > 12 {
+        return Err(format!(
+            "workload name {name:?} is too long: at most 12 characters (it makes port names)"
+        ));
+    }
+    let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
