@@ -93,20 +93,6 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
 
-# bounded SECS OUT ERR CMD...: run CMD with a time limit, in the background so that
-# Ctrl-C is handled at once (the trap stops it), stdout to OUT, stderr appended to ERR.
-bounded() {
-    local secs=$1 out=$2 err=$3 rc
-    shift 3
-    timeout "$secs" "$@" >"$out" 2>>"$err" &
-    CUR=$!
-    wait "$CUR"
-    rc=$?
-    CUR=""
-    return $rc
-}
-
-us_now() { local t=$EPOCHREALTIME; echo "${t/[.,]/}"; }
 
 # ---------------------------------------------------------------- guardwire probes
 gw_alive() {

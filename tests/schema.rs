@@ -65,6 +65,8 @@ fn the_api_keeps_to_its_openapi_document_under_generated_requests() {
             "/api/v1/log/stream",
         ])
         .env("SCHEMATHESIS_HOOKS", "")
+        // It keeps a cache in its working directory: not in the repo.
+        .current_dir(dir.path())
         .output()
         .expect("run schemathesis");
     let text = format!(
