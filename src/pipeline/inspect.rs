@@ -528,7 +528,7 @@ mod tests {
             }
         }
 
-        fn send(&self, wl: WorkloadId, direction: Direction, ip: &IpFacts<'_>) {
+        fn send(&self, wl: WorkloadId, direction: Direction, ip: &IpFacts<'_>) -> Verdict {
             let ctx = Context {
                 workload: wl,
                 name: "w",
@@ -539,7 +539,7 @@ mod tests {
                 packets: 1,
                 bytes: 100,
             };
-            self.ins.inspect(&self.pl, &ctx, ip, size, 1_000_000_000);
+            self.ins.inspect(&self.pl, &ctx, ip, size, 1_000_000_000)
         }
 
         /// How workload `wl`'s new TCP flow to the site is named.
@@ -721,31 +721,21 @@ mod tests {
             ins: Inspector::new(4096, Timeouts::default()),
             pl: Pipeline::new(MalformedPolicy::Drop).with_rules(std::sync::Arc::new(rules)),
         };
-        let ctx = Context {
-            workload: POD1,
-            name: "w",
-            direction: Direction::Ingress,
-            mirror: false,
-        };
-        let size = Size {
-            packets: 1,
-            bytes: 100,
-        };
         let mut ack = pkt(proto::TCP, SITE, 5201, ME1, 40000, &[]);
         ack.flags = tcp_flags::ACK;
-        let v = b.ins.inspect(&b.pl, &ctx, &ack, size, 1_000_000_000);
+        let v = b.send(POD1, Direction::Ingress, &ack);
         assert!(
             matches!(v, Verdict::Forward),
             "a reply was judged as a new ingress flow: {v:?}"
         );
         let mut syn_ack = pkt(proto::TCP, SITE, 5202, ME1, 40001, &[]);
         syn_ack.flags = tcp_flags::SYN | tcp_flags::ACK;
-        let v = b.ins.inspect(&b.pl, &ctx, &syn_ack, size, 1_000_000_000);
+        let v = b.send(POD1, Direction::Ingress, &syn_ack);
         assert!(matches!(v, Verdict::Forward), "{v:?}");
         // A real new connection from outside is still new and denied.
         let mut syn = pkt(proto::TCP, SITE, 40002, ME1, 22, &[]);
         syn.flags = tcp_flags::SYN;
-        let v = b.ins.inspect(&b.pl, &ctx, &syn, size, 1_000_000_000);
+        let v = b.send(POD1, Direction::Ingress, &syn);
         assert!(matches!(v, Verdict::Drop(DropReason::Denied)), "{v:?}");
     }
 }
