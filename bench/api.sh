@@ -508,15 +508,7 @@ PYS
 }
 
 # ---------------------------------------------------------------- main
-busy=$({ for p in iperf3 trafgen guardwire ovs-vswitchd cargo rustc; do pgrep -a -x "$p"; done
-          pgrep -a qemu-system; } 2>/dev/null |
-    while read -r p rest; do   # zombies are not load
-        [ "$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)" = Z ] || printf '%s %s\n' "$p" "$rest"
-    done | head -n 5)
-if [ -n "$busy" ]; then
-    log "warning: other heavy processes are running; figures will be noisy:"
-    printf '%s\n' "$busy" | sed 's/^/    /' >&3
-fi
+warn_if_busy
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Run a snapshot: a rebuild during the run must not change what is measured.

@@ -378,15 +378,7 @@ iperf_loop() {
 }
 
 # ---------------------------------------------------------------- main
-busy=$({ for p in iperf3 trafgen guardwire ovs-vswitchd cargo rustc; do pgrep -a -x "$p"; done
-          pgrep -a qemu-system; } 2>/dev/null |
-    while read -r p rest; do   # zombies are not load
-        [ "$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)" = Z ] || printf '%s %s\n' "$p" "$rest"
-    done | head -n 5)
-if [ -n "$busy" ]; then
-    log "warning: other heavy processes are running; figures will be noisy:"
-    printf '%s\n' "$busy" | sed 's/^/    /' >&3
-fi
+warn_if_busy
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 if [ -e "${GW_TESTBED_STATE_ROOT:-/run/guardwire-testbed}/$PREFIX" ] ||

@@ -41,3 +41,17 @@ bounded() {
 }
 
 us_now() { local t=$EPOCHREALTIME; echo "${t/[.,]/}"; }
+
+# Warns (never fails) when other heavy processes would make figures noisy.
+warn_if_busy() {
+    local busy
+    busy=$({ for p in iperf3 trafgen guardwire ovs-vswitchd cargo rustc; do pgrep -a -x "$p"; done
+              pgrep -a qemu-system; } 2>/dev/null |
+        while read -r p rest; do   # zombies are not load
+            [ "$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)" = Z ] || printf '%s %s\n' "$p" "$rest"
+        done | head -n 5)
+    if [ -n "$busy" ]; then
+        log "warning: other heavy processes are running; figures will be noisy:"
+        printf '%s\n' "$busy" | sed 's/^/    /' >&3
+    fi
+}

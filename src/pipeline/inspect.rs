@@ -542,6 +542,22 @@ mod tests {
             self.ins.inspect(&self.pl, &ctx, ip, size, 1_000_000_000)
         }
 
+        /// Workload `wl` at `me` asks the resolver for the site, and gets the answer.
+        fn resolve(&self, wl: WorkloadId, me: [u8; 4], id: u16) {
+            let q = query(id);
+            let a = answer(id);
+            self.send(
+                wl,
+                Direction::Egress,
+                &pkt(proto::UDP, me, 5353, RESOLVER, 53, &q),
+            );
+            self.send(
+                wl,
+                Direction::Ingress,
+                &pkt(proto::UDP, RESOLVER, 53, me, 5353, &a),
+            );
+        }
+
         /// How workload `wl`'s new TCP flow to the site is named.
         fn named(&self, wl: WorkloadId, from: [u8; 4]) -> String {
             self.send(
@@ -565,16 +581,7 @@ mod tests {
     #[test]
     fn an_answer_names_only_the_flows_of_the_workload_that_asked() {
         let b = Bed::new();
-        b.send(
-            POD2,
-            Direction::Egress,
-            &pkt(proto::UDP, ME2, 5353, RESOLVER, 53, &query(9)),
-        );
-        b.send(
-            POD2,
-            Direction::Ingress,
-            &pkt(proto::UDP, RESOLVER, 53, ME2, 5353, &answer(9)),
-        );
+        b.resolve(POD2, ME2, 9);
         assert_eq!(b.named(POD2, ME2), "youtube");
         assert_eq!(
             b.named(POD1, ME1),
@@ -644,16 +651,7 @@ mod tests {
     #[test]
     fn a_detached_workload_takes_its_names_along() {
         let b = Bed::new();
-        b.send(
-            POD2,
-            Direction::Egress,
-            &pkt(proto::UDP, ME2, 5353, RESOLVER, 53, &query(9)),
-        );
-        b.send(
-            POD2,
-            Direction::Ingress,
-            &pkt(proto::UDP, RESOLVER, 53, ME2, 5353, &answer(9)),
-        );
+        b.resolve(POD2, ME2, 9);
         b.ins.forget(POD2);
         assert_eq!(b.named(POD2, ME2), "tls");
     }
