@@ -22,6 +22,7 @@ pub fn classify_pcap(path: &Path, apps: Option<&Path>) -> Result<Vec<FlowRecord>
         true,
         false,
         Default::default(),
+        Default::default(),
         Arc::new(apps),
     );
     let ins = Inspector::new(1 << 20, Timeouts::default());

@@ -2,7 +2,7 @@
 //! are refused with the file, line and key named.
 
 use crate::pipeline::flow::Timeouts;
-use crate::pipeline::{FragmentPolicy, MalformedPolicy};
+use crate::pipeline::{EvasionPolicy, FragmentPolicy, MalformedPolicy};
 use crate::port::FaultConfig;
 use crate::steer::{OnFailure, SteeringMode};
 use serde::Deserialize;
@@ -124,6 +124,12 @@ pub struct InspectConfig {
     pub anti_spoofing: bool,
     /// "pass" (judge) or "drop" IP fragments.
     pub fragments: FragmentPolicy,
+    /// "first-wins" or "drop": a TCP stream that rewrites bytes already seen,
+    /// or whose request or hello does not end within the window.
+    pub evasion: EvasionPolicy,
+    /// Most MiB the application probes hold while putting TCP streams in
+    /// order (every workload gets a fair share).
+    pub reassembly_mb: usize,
     /// Most flows held; more evict the least recently seen.
     pub flow_capacity: usize,
     /// Most flows one workload may hold; 0: an even share when the table is full.
@@ -159,6 +165,8 @@ impl Default for InspectConfig {
             apps: None,
             anti_spoofing: true,
             fragments: FragmentPolicy::Pass,
+            evasion: EvasionPolicy::FirstWins,
+            reassembly_mb: 64,
             flow_capacity: 262_144,
             flow_quota: 0,
             timeouts: Timeouts::default(),
@@ -421,6 +429,7 @@ impl Config {
                 crate::pipeline::flow::SHARDS..=16 << 20,
             ),
             ("flow_quota", i.flow_quota, 0..=i.flow_capacity),
+            ("reassembly_mb", i.reassembly_mb, 1..=16_384),
             ("log_ring", i.log_ring, 0..=1_000_000),
             ("shape_queue_mb", i.shape_queue_mb, 1..=4096),
             ("log_rotate_mb", i.log_rotate_mb as usize, 1..=4096),

@@ -88,6 +88,7 @@ fn build_pipeline(cfg: &Config, book: &mut RuleBook) -> Result<Pipeline, DaemonE
         i.enabled,
         i.anti_spoofing,
         i.fragments,
+        i.evasion,
         Arc::new(apps),
     );
     let Some(file) = book.current_file().or_else(|| i.rules.clone()) else {
@@ -229,6 +230,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         flow_capacity: cfg.inspect.flow_capacity,
         flow_quota: Some(cfg.inspect.flow_quota).filter(|&q| q > 0),
         timeouts: cfg.inspect.timeouts,
+        reassembly_bytes: cfg.inspect.reassembly_mb << 20,
         shape_queue_bytes: cfg.inspect.shape_queue_mb << 20,
     };
     let opts = PacketPortOptions {

@@ -493,6 +493,11 @@ impl Inspection {
                 fragments_first: r(&c.fragments_first),
                 fragments_later: r(&c.fragments_later),
                 mirror_would_drop: r(&c.would_drop),
+                dns_ignored: r(&c.dns_ignored),
+                reassembly_held_bytes: ins.reassembly.total(),
+                reassembly_withheld: r(&c.reassembly_withheld),
+                tcp_overlap_conflicts: r(&c.tcp_overlap_conflicts),
+                probes_exhausted: r(&c.probes_exhausted),
             },
             log: LogFacts {
                 written: self.log.written(),
@@ -570,6 +575,16 @@ pub struct FlowTableFacts {
     pub fragments_first: u64,
     pub fragments_later: u64,
     pub mirror_would_drop: u64,
+    /// DNS answers not learnt from (unsolicited, late, sent by a workload).
+    pub dns_ignored: u64,
+    /// Bytes the probes hold now while putting TCP streams in order.
+    pub reassembly_held_bytes: usize,
+    /// TCP segments withheld: the reassembly budget was spent.
+    pub reassembly_withheld: u64,
+    /// TCP segments that rewrote bytes already seen (evasion attempts).
+    pub tcp_overlap_conflicts: u64,
+    /// Probes whose request or hello did not end within the window.
+    pub probes_exhausted: u64,
 }
 
 /// Verdict log writer figures.
@@ -666,6 +681,7 @@ mod tests {
             flow_capacity: 65_536,
             flow_quota: None,
             timeouts: Timeouts::default(),
+            reassembly_bytes: 1 << 20,
             shape_queue_bytes: 1 << 20,
         };
         let dp = Datapath::start(params, Pipeline::new(MalformedPolicy::Drop)).unwrap();

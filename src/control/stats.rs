@@ -168,6 +168,15 @@ pub fn render_usage(u: &crate::control::inspection::UsageReport) -> String {
         "flows: {} live of {} ({} B each), {} created, {} expired, {} evicted, {} rejudged",
         f.live, f.capacity, f.bytes_per_flow, f.created, f.expired, f.evicted, f.rejudged,
     );
+    let _ = writeln!(
+        o,
+        "probes: {} B held in reassembly, {} segments withheld, {} overlap conflicts, {} exhausted, {} DNS answers ignored",
+        f.reassembly_held_bytes,
+        f.reassembly_withheld,
+        f.tcp_overlap_conflicts,
+        f.probes_exhausted,
+        f.dns_ignored,
+    );
     o
 }
 

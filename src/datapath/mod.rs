@@ -43,6 +43,8 @@ pub struct DatapathParams {
     pub flow_quota: Option<usize>,
     /// Idle timeouts of flows.
     pub timeouts: Timeouts,
+    /// Most bytes the application probes hold while reading TCP streams.
+    pub reassembly_bytes: usize,
     /// Most bytes of shaped frames a worker holds.
     pub shape_queue_bytes: usize,
 }
@@ -214,11 +216,10 @@ impl Datapath {
             fwd: Arc::new(ArcSwap::from_pointee(Forwarding::default())),
             macs: SharedMacTable::default(),
             pipeline: Arc::new(ArcSwap::from_pointee(pipeline)),
-            inspector: Arc::new(Inspector::with_quota(
-                params.flow_capacity,
-                params.flow_quota,
-                params.timeouts,
-            )),
+            inspector: Arc::new(
+                Inspector::with_quota(params.flow_capacity, params.flow_quota, params.timeouts)
+                    .with_reassembly(params.reassembly_bytes),
+            ),
             counters: DatapathCounters::default(),
             params: params.clone(),
             workers_alive: Default::default(),

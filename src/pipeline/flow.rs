@@ -162,8 +162,10 @@ pub struct Flow {
     pub host: Option<Box<str>>,
     /// Content inspection still under way.
     pub probe: Option<AppProbe>,
-    /// DNS queries the workload sent on this flow, awaiting their answers.
-    pub dns: Option<Box<super::app::PendingQueries>>,
+    /// DNS on this flow: queries awaiting their answers, TCP streams.
+    pub dns: Option<Box<super::app::DnsFlow>>,
+    /// The evasion policy `drop` condemned it: denied whatever the rules say.
+    pub evasive: bool,
     /// Mirror mode: the verdict is recorded, not enforced.
     pub mirror: bool,
     /// Reporting state, owned by the sweeper.
@@ -489,6 +491,7 @@ fn placeholder() -> Flow {
         how: None,
         host: None,
         probe: None,
+        evasive: false,
         dns: None,
         mirror: false,
         report: Report::default(),

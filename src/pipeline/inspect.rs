@@ -3,7 +3,7 @@
 //! identification, and the control action (rate limit, shape) on every packet.
 
 use super::Pipeline;
-use super::app::{AppId, AppProbe, DnsCache, How, Probe};
+use super::app::{Account, AppId, AppProbe, Budget, DnsCache, How, Probe};
 use super::firewall::{Action, Direction, FlowFacts, Limit};
 use super::flow::{Flow, FlowKey, FlowState, FlowTable, Timeouts};
 use super::parse::{Fragment, IpFacts, proto, tcp_flags};
@@ -55,6 +55,25 @@ pub enum FragmentPolicy {
     Drop,
 }
 
+/// What to do with a TCP stream that tries to evade the application probes:
+/// a segment overlapping bytes already seen with other bytes, or a request or
+/// hello that does not end within the reassembly window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EvasionPolicy {
+    /// The first bytes win: a conflicting segment is withheld (so the receiver
+    /// gets only what was judged) and a stream too long to read is named by
+    /// its port.
+    #[default]
+    #[serde(rename = "first-wins")]
+    FirstWins,
+    /// Drop the whole flow.
+    #[serde(rename = "drop")]
+    Drop,
+}
+
+/// Bytes the application probes hold at most by default, over all flows.
+pub const REASSEMBLY_BUDGET: usize = 64 << 20;
+
 /// Counters of the inspection stage.
 #[derive(Debug, Default)]
 pub struct InspectCounters {
@@ -72,6 +91,13 @@ pub struct InspectCounters {
     pub fragments_later: AtomicU64,
     /// Frames mirror mode would have dropped.
     pub would_drop: AtomicU64,
+    /// TCP segments withheld because the reassembly budget was spent.
+    pub reassembly_withheld: AtomicU64,
+    /// TCP segments overlapping bytes already seen with other bytes.
+    pub tcp_overlap_conflicts: AtomicU64,
+    /// Probes that reached the end of their window still reading a request
+    /// or hello.
+    pub probes_exhausted: AtomicU64,
 }
 
 /// State of the inspection stage that outlives rule pushes.
@@ -86,6 +112,8 @@ pub struct Inspector {
     dns: Mutex<FxHashMap<WorkloadId, DnsCache>>,
     /// Workload bandwidth limits by name (auto-bandwidth changes their rates).
     bandwidth: Mutex<FxHashMap<String, Limiters>>,
+    /// What the TCP streams of every flow may hold while they are read.
+    pub reassembly: Arc<Budget>,
     /// Counters.
     pub counters: InspectCounters,
     epoch: Instant,
@@ -106,6 +134,7 @@ impl Inspector {
             timeouts,
             dns: Mutex::default(),
             bandwidth: Mutex::new(FxHashMap::default()),
+            reassembly: Budget::new(REASSEMBLY_BUDGET),
             counters: InspectCounters::default(),
             epoch: Instant::now(),
             epoch_unix_ms: SystemTime::now()
@@ -113,6 +142,12 @@ impl Inspector {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
         }
+    }
+
+    /// The same, with a reassembly budget of `bytes`.
+    pub fn with_reassembly(mut self, bytes: usize) -> Inspector {
+        self.reassembly = Budget::new(bytes);
+        self
     }
 
     /// Nanoseconds on the datapath clock.
@@ -226,11 +261,27 @@ impl Inspector {
         let flow = shard.get_mut(&key).expect("inserted above");
         let from_initiator = lo_to_hi == flow.initiator_lo;
         flow.account(from_initiator, size.packets, size.bytes, ip.flags, now_ms);
-        if matches!(ip.proto, proto::UDP | proto::TCP)
-            && (ip.src_port == 53 || ip.dst_port == 53)
-            && !ip.payload.is_empty()
-        {
-            self.dns_message(ctx, flow, ip, now_ms);
+        let account = Account {
+            budget: &self.reassembly,
+            workload: ctx.workload,
+        };
+        let dns =
+            matches!(ip.proto, proto::UDP | proto::TCP) && (ip.src_port == 53 || ip.dst_port == 53);
+        if ip.proto == proto::TCP && ip.flags & tcp_flags::SYN != 0 {
+            if let Some(p) = flow.probe.as_mut()
+                && from_initiator
+                && ip.flags & tcp_flags::ACK == 0
+            {
+                p.syn(ip.seq);
+            }
+            if dns {
+                let to_server = ip.dst_port == 53;
+                flow.dns.get_or_insert_default().syn(to_server, ip.seq);
+            }
+        }
+        let mut withhold = false;
+        if dns && !ip.payload.is_empty() {
+            withhold = self.dns_segment(ctx, flow, ip, account, now_ms);
         }
         flow.mirror = ctx.mirror;
         let mut rejudge = flow.generation != pl.generation;
@@ -238,9 +289,36 @@ impl Inspector {
             && !ip.payload.is_empty()
         {
             let seq = (ip.proto == proto::TCP).then_some(ip.seq);
-            match p.feed(from_initiator, seq, ip.payload) {
+            match p.feed(from_initiator, seq, ip.payload, account) {
                 Probe::NeedMore => {}
                 Probe::GiveUp => flow.probe = None,
+                Probe::Withhold => {
+                    self.counters
+                        .reassembly_withheld
+                        .fetch_add(1, Ordering::Relaxed);
+                    withhold = true;
+                }
+                Probe::Conflict => {
+                    self.counters
+                        .tcp_overlap_conflicts
+                        .fetch_add(1, Ordering::Relaxed);
+                    withhold = true;
+                    if pl.evasion == EvasionPolicy::Drop {
+                        flow.probe = None;
+                        flow.evasive = true;
+                        rejudge = true;
+                    }
+                }
+                Probe::Exhausted => {
+                    self.counters
+                        .probes_exhausted
+                        .fetch_add(1, Ordering::Relaxed);
+                    flow.probe = None;
+                    if pl.evasion == EvasionPolicy::Drop {
+                        flow.evasive = true;
+                        rejudge = true;
+                    }
+                }
                 Probe::Found { host, how } => {
                     flow.probe = None;
                     let app = pl.apps.by_host(&host);
@@ -269,10 +347,16 @@ impl Inspector {
             self.judge(pl, &key, flow, ctx);
         }
         if ctx.mirror {
-            if !flow.action.allows() {
+            if !flow.action.allows() || withhold {
                 self.counters.would_drop.fetch_add(1, Ordering::Relaxed);
             }
             return Verdict::Forward;
+        }
+        if flow.evasive {
+            return Verdict::Drop(DropReason::Evasion);
+        }
+        if withhold {
+            return Verdict::Drop(DropReason::Withheld);
         }
         let d = match ctx.direction {
             Direction::Egress => 0,
@@ -352,26 +436,67 @@ impl Inspector {
     /// flow, same id, in time) names addresses in its own cache. Any other
     /// answer (unsolicited, from the workload itself, late) is counted and
     /// ignored: it could name another's flows, or evade a rule on a name.
-    fn dns_message(&self, ctx: &Context<'_>, flow: &mut Flow, ip: &IpFacts<'_>, now_ms: u64) {
-        let Some((id, response, msg)) =
-            super::app::dns::message(ip.payload, ip.proto == proto::TCP)
-        else {
+    /// A DNS packet of a flow (over TCP, a segment of its stream). Returns
+    /// whether the segment must be withheld: its stream could not hold it, or
+    /// it rewrites bytes already read.
+    fn dns_segment(
+        &self,
+        ctx: &Context<'_>,
+        flow: &mut Flow,
+        ip: &IpFacts<'_>,
+        account: Account<'_>,
+        now_ms: u64,
+    ) -> bool {
+        let dns = flow.dns.get_or_insert_default();
+        if ip.proto != proto::TCP {
+            self.dns_message(ctx, dns, ip, ip.payload, now_ms);
+            return false;
+        }
+        let (take, messages) = dns.segment(ip.dst_port == 53, ip.seq, ip.payload, account);
+        for m in &messages {
+            self.dns_message(ctx, dns, ip, m, now_ms);
+        }
+        match take {
+            super::app::stream::Take::Refused => {
+                self.counters
+                    .reassembly_withheld
+                    .fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            super::app::stream::Take::Conflict => {
+                self.counters
+                    .tcp_overlap_conflicts
+                    .fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// One DNS message of a flow: a query the workload sent, or an answer it
+    /// is owed, learnt into its own cache; any other answer is ignored.
+    fn dns_message(
+        &self,
+        ctx: &Context<'_>,
+        dns: &mut super::app::DnsFlow,
+        ip: &IpFacts<'_>,
+        msg: &[u8],
+        now_ms: u64,
+    ) {
+        let Some((id, response, msg)) = super::app::dns::message(msg) else {
             return;
         };
         match (ctx.direction, response) {
             (Direction::Egress, false) if ip.dst_port == 53 => {
-                flow.dns.get_or_insert_default().asked(id, now_ms);
+                dns.pending.asked(id, now_ms);
             }
-            (Direction::Ingress, true)
-                if ip.src_port == 53
-                    && flow.dns.as_mut().is_some_and(|q| q.answered(id, now_ms)) =>
-            {
+            (Direction::Ingress, true) if ip.src_port == 53 && dns.pending.answered(id, now_ms) => {
                 let Some(a) = super::app::parse_response(msg) else {
                     return;
                 };
                 let now_s = now_ms / 1000;
-                let mut dns = self.dns.lock().unwrap_or_else(|e| e.into_inner());
-                let cache = dns
+                let mut caches = self.dns.lock().unwrap_or_else(|e| e.into_inner());
+                let cache = caches
                     .entry(ctx.workload)
                     .or_insert_with(|| DnsCache::new(DNS_CACHE));
                 for (addr, ttl) in &a.addrs {
@@ -424,7 +549,7 @@ impl Inspector {
             }
             _ => None,
         };
-        flow.action = d.action;
+        flow.action = if flow.evasive { Action::Deny } else { d.action };
         flow.rule = d.rule;
         flow.logged_by = d.logged_by;
         flow.generation = pl.generation;
@@ -735,5 +860,215 @@ mod tests {
         syn.flags = tcp_flags::SYN;
         let v = b.send(POD1, Direction::Ingress, &syn);
         assert!(matches!(v, Verdict::Drop(DropReason::Denied)), "{v:?}");
+    }
+
+    /// A bed whose rules deny youtube by name, with an evasion policy.
+    fn sni_bed(evasion: EvasionPolicy) -> Bed {
+        let rules = crate::pipeline::firewall::RuleSet::parse(
+            "default = \"allow\"\n[[rule]]\napp = \"youtube\"\naction = \"deny\"\n",
+            "t",
+        )
+        .unwrap();
+        let mut pl = Pipeline::new(MalformedPolicy::Drop).with_rules(Arc::new(rules));
+        pl.evasion = evasion;
+        Bed {
+            ins: Inspector::new(4096, Timeouts::default()),
+            pl,
+        }
+    }
+
+    const ISN: u32 = u32::MAX - 300;
+
+    /// pod1's SYN to the site from port `sp`, then the client segments at
+    /// the byte offsets given, in that order: their verdicts.
+    fn tls_flow(b: &Bed, sp: u16, segs: &[(usize, &[u8])]) -> Vec<Verdict> {
+        let mut syn = pkt(proto::TCP, ME1, sp, SITE, 443, &[]);
+        syn.flags = tcp_flags::SYN;
+        syn.seq = ISN;
+        b.send(POD1, Direction::Egress, &syn);
+        segs.iter()
+            .map(|(off, data)| {
+                let mut p = pkt(proto::TCP, ME1, sp, SITE, 443, data);
+                p.flags = tcp_flags::ACK;
+                p.seq = ISN.wrapping_add(1 + *off as u32);
+                b.send(POD1, Direction::Egress, &p)
+            })
+            .collect()
+    }
+
+    fn hello_segments(hello: &[u8], size: usize) -> Vec<(usize, &[u8])> {
+        hello
+            .chunks(size)
+            .enumerate()
+            .map(|(i, c)| (i * size, c))
+            .collect()
+    }
+
+    fn denied(v: &Verdict) -> bool {
+        matches!(v, Verdict::Drop(DropReason::Denied))
+    }
+
+    #[test]
+    fn an_sni_deny_holds_whatever_the_order_of_the_segments() {
+        let b = sni_bed(EvasionPolicy::FirstWins);
+        let stream = crate::pipeline::app::tls::tests::in_records(
+            &crate::pipeline::app::tls::tests::pq_hello("www.youtube.com"),
+            1000,
+        );
+        let segs = hello_segments(&stream, 400);
+        let n = segs.len();
+        assert!(n >= 4);
+        let reversed: Vec<_> = segs.iter().rev().copied().collect();
+        let middle_first: Vec<_> = [segs[n / 2]]
+            .into_iter()
+            .chain(segs.iter().copied())
+            .collect();
+        let duplicated: Vec<_> = segs.iter().flat_map(|s| [*s, *s]).collect();
+        // Segments overlapping each other by half.
+        let overlapping: Vec<_> = (0..stream.len())
+            .step_by(200)
+            .map(|o| (o, &stream[o..(o + 400).min(stream.len())]))
+            .collect();
+        for (i, order) in [reversed, middle_first, duplicated, overlapping]
+            .iter()
+            .enumerate()
+        {
+            let got = tls_flow(&b, 41000 + i as u16, order);
+            let first = got.iter().position(denied);
+            // Every segment before the one completing the hello passes (the
+            // receiver cannot read past the gap); that one and all after it
+            // are dropped.
+            let first = first.unwrap_or_else(|| panic!("order {i}: never denied: {got:?}"));
+            assert!(got[first..].iter().all(denied), "order {i}: {got:?}");
+        }
+        assert_eq!(
+            b.ins.counters.tcp_overlap_conflicts.load(Ordering::Relaxed),
+            0
+        );
+        assert_eq!(b.ins.reassembly.used(POD1), (0, 0));
+    }
+
+    #[test]
+    fn an_overlap_with_other_bytes_is_withheld_or_drops_the_flow() {
+        let stream = crate::pipeline::app::tls::tests::in_records(
+            &crate::pipeline::app::tls::tests::pq_hello("www.youtube.com"),
+            1000,
+        );
+        let at = stream
+            .windows(15)
+            .position(|w| w == b"www.youtube.com")
+            .unwrap();
+        let mut forged = stream.clone();
+        forged[at..at + 15].copy_from_slice(b"www.example.org");
+        let cut = at - 5;
+        // The forged tail first, out of order; the real one over it; then the
+        // head that completes the stream.
+        let order = [
+            (cut, &forged[cut..]),
+            (cut, &stream[cut..]),
+            (0, &stream[..cut]),
+        ];
+        let b = sni_bed(EvasionPolicy::FirstWins);
+        let got = tls_flow(&b, 42000, &order);
+        assert!(
+            matches!(got[1], Verdict::Drop(DropReason::Withheld)),
+            "{got:?}"
+        );
+        // The first bytes won: the receiver has only those, named example.org.
+        assert!(matches!(got[2], Verdict::Forward), "{got:?}");
+        assert_eq!(
+            b.ins.counters.tcp_overlap_conflicts.load(Ordering::Relaxed),
+            1
+        );
+
+        let b = sni_bed(EvasionPolicy::Drop);
+        let got = tls_flow(&b, 42001, &order);
+        assert!(
+            matches!(got[1], Verdict::Drop(DropReason::Evasion)),
+            "{got:?}"
+        );
+        assert!(
+            matches!(got[2], Verdict::Drop(DropReason::Evasion)),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_gap_that_never_fills_is_held_within_the_window_and_let_go_with_its_flow() {
+        let b = sni_bed(EvasionPolicy::FirstWins);
+        let stream = crate::pipeline::app::tls::tests::in_records(
+            &crate::pipeline::app::tls::tests::pq_hello("www.youtube.com"),
+            1000,
+        );
+        let segs = hello_segments(&stream, 400);
+        // Everything but the first segment, again and again.
+        let order: Vec<_> = (0..20).flat_map(|_| segs[1..].iter().copied()).collect();
+        let got = tls_flow(&b, 43000, &order);
+        assert!(got.iter().all(|v| matches!(v, Verdict::Forward)), "{got:?}");
+        let (total, mine) = b.ins.reassembly.used(POD1);
+        assert_eq!((total, mine), (stream.len() - 400, stream.len() - 400));
+        b.ins.forget(POD1);
+        assert_eq!(b.ins.reassembly.used(POD1), (0, 0));
+    }
+
+    #[test]
+    fn a_request_too_long_to_read_is_named_by_port_or_dropped() {
+        // The Host comes after 17 KB of headers.
+        let mut stream = b"GET / HTTP/1.1\r\n".to_vec();
+        for _ in 0..170 {
+            stream.extend_from_slice(&[b'x'; 98]);
+            stream.extend_from_slice(b": \r\n");
+        }
+        stream.extend_from_slice(b"Host: www.youtube.com\r\n\r\n");
+        assert!(stream.len() > crate::pipeline::app::MAX_BUFFER);
+        let segs = hello_segments(&stream, 1400);
+        let b = sni_bed(EvasionPolicy::FirstWins);
+        let got = tls_flow(&b, 44000, &segs);
+        assert!(got.iter().all(|v| matches!(v, Verdict::Forward)), "{got:?}");
+        assert_eq!(b.ins.counters.probes_exhausted.load(Ordering::Relaxed), 1);
+        let b = sni_bed(EvasionPolicy::Drop);
+        let got = tls_flow(&b, 44001, &segs);
+        let first = got
+            .iter()
+            .position(|v| !matches!(v, Verdict::Forward))
+            .unwrap();
+        assert!(
+            got[first..]
+                .iter()
+                .all(|v| matches!(v, Verdict::Drop(DropReason::Evasion))),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_dns_answer_over_tcp_split_and_reordered_is_learned() {
+        let b = Bed::new();
+        let framed = |m: Vec<u8>| {
+            let mut v = (m.len() as u16).to_be_bytes().to_vec();
+            v.extend(m);
+            v
+        };
+        let (q, a) = (framed(query(4)), framed(answer(4)));
+        let mut syn = pkt(proto::TCP, ME2, 41001, RESOLVER, 53, &[]);
+        syn.flags = tcp_flags::SYN;
+        syn.seq = 1000;
+        b.send(POD2, Direction::Egress, &syn);
+        let mut syn_ack = pkt(proto::TCP, RESOLVER, 53, ME2, 41001, &[]);
+        syn_ack.flags = tcp_flags::SYN | tcp_flags::ACK;
+        syn_ack.seq = 5000;
+        b.send(POD2, Direction::Ingress, &syn_ack);
+        // The query in two segments, the answer in three, last first.
+        for (off, part) in [(0, &q[..5]), (5, &q[5..])] {
+            let mut p = pkt(proto::TCP, ME2, 41001, RESOLVER, 53, part);
+            p.seq = 1001 + off as u32;
+            b.send(POD2, Direction::Egress, &p);
+        }
+        for (off, part) in [(20, &a[20..]), (1, &a[1..20]), (0, &a[..1])] {
+            let mut p = pkt(proto::TCP, RESOLVER, 53, ME2, 41001, part);
+            p.seq = 5001 + off as u32;
+            b.send(POD2, Direction::Ingress, &p);
+        }
+        assert_eq!(b.named(POD2, ME2), "youtube");
+        assert_eq!(b.ins.counters.dns_ignored.load(Ordering::Relaxed), 0);
     }
 }

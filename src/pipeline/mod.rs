@@ -21,7 +21,7 @@ pub mod reject;
 pub mod spoof;
 mod verdict;
 
-pub use inspect::{Context, FragmentPolicy, Inspector, Size};
+pub use inspect::{Context, EvasionPolicy, FragmentPolicy, Inspector, Size};
 pub use parse::{Packet, parse};
 pub use verdict::{DropReason, Malformed, MalformedPolicy, Verdict};
 
@@ -46,6 +46,8 @@ pub struct Pipeline {
     pub anti_spoofing: bool,
     /// What to do with fragments.
     pub fragments: FragmentPolicy,
+    /// What to do with a TCP stream that tries to evade the probes.
+    pub evasion: EvasionPolicy,
     /// The rules.
     pub rules: Arc<RuleSet>,
     /// Counts rule pushes; a flow judged under another generation is judged again.
@@ -65,6 +67,7 @@ impl Pipeline {
             inspect: true,
             anti_spoofing: true,
             fragments: FragmentPolicy::Pass,
+            evasion: EvasionPolicy::FirstWins,
             rules: Arc::new(RuleSet::empty()),
             generation: 1,
             apps: Arc::new(Apps::builtin()),
@@ -79,6 +82,7 @@ impl Pipeline {
             inspect: self.inspect,
             anti_spoofing: self.anti_spoofing,
             fragments: self.fragments,
+            evasion: self.evasion,
             rules,
             generation: self.generation + 1,
             apps: self.apps.clone(),
@@ -92,11 +96,13 @@ impl Pipeline {
         inspect: bool,
         anti_spoofing: bool,
         fragments: FragmentPolicy,
+        evasion: EvasionPolicy,
         apps: Arc<Apps>,
     ) -> Pipeline {
         self.inspect = inspect;
         self.anti_spoofing = anti_spoofing;
         self.fragments = fragments;
+        self.evasion = evasion;
         self.apps = apps;
         self
     }

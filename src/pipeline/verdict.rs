@@ -47,11 +47,17 @@ pub enum DropReason {
     RogueRedirect,
     /// A DHCP or DHCPv6 server answer from a workload not allowed to serve them.
     RogueDhcp,
+    /// A TCP segment the application probe could not hold (its reassembly
+    /// budget is spent) or that overlaps bytes already seen with other ones:
+    /// withheld, so the receiver never has bytes the probe did not see.
+    Withheld,
+    /// A flow dropped by the evasion policy `drop`.
+    Evasion,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Runt,
         DropReason::Malformed,
         DropReason::BadSourceMac,
@@ -72,6 +78,8 @@ impl DropReason {
         DropReason::RogueRa,
         DropReason::RogueRedirect,
         DropReason::RogueDhcp,
+        DropReason::Withheld,
+        DropReason::Evasion,
     ];
 
     /// Name used in stats and logs.
@@ -97,6 +105,8 @@ impl DropReason {
             DropReason::RogueRa => "rogue_ra",
             DropReason::RogueRedirect => "rogue_redirect",
             DropReason::RogueDhcp => "rogue_dhcp",
+            DropReason::Withheld => "withheld",
+            DropReason::Evasion => "evasion",
         }
     }
 }

@@ -226,6 +226,27 @@ pub fn render(ctx: &Ctx) -> String {
         "Flows that timed out",
         counter(load(&t.expired)),
     );
+    let c = &ins.counters;
+    reg.register(
+        "reassembly_bytes",
+        "Bytes the application probes hold while putting TCP streams in order",
+        gauge(ins.reassembly.total() as i64),
+    );
+    reg.register(
+        "reassembly_withheld",
+        "TCP segments withheld because the reassembly budget was spent",
+        counter(load(&c.reassembly_withheld)),
+    );
+    reg.register(
+        "tcp_overlap_conflicts",
+        "TCP segments that rewrote bytes already seen (evasion attempts)",
+        counter(load(&c.tcp_overlap_conflicts)),
+    );
+    reg.register(
+        "dns_answers_ignored",
+        "DNS answers not learnt from: unsolicited, late, or sent by a workload",
+        counter(load(&c.dns_ignored)),
+    );
     let totals = ctx.insp.totals();
     reg.register(
         "verdicts",

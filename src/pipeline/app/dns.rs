@@ -2,6 +2,7 @@
 //! asked, and a bounded cache from address to that name, so that a later flow
 //! to the address can be named even when it shows no host itself.
 
+use super::stream::{Charge, Stream, Take};
 use simple_dns::rdata::RData;
 use simple_dns::{Name, Packet, PacketFlag, RCODE};
 use std::collections::{HashMap, VecDeque};
@@ -155,20 +156,81 @@ impl DnsCache {
 }
 
 /// A DNS message as far as matching answers to queries needs: its id, whether
-/// it is a response, and the message itself. Over UDP the payload is the
-/// message; over TCP a segment must carry one whole length-prefixed message
-/// (what resolvers send for answers that fit a segment).
-pub fn message(payload: &[u8], tcp: bool) -> Option<(u16, bool, &[u8])> {
-    let msg = if tcp {
-        let len = usize::from(u16::from_be_bytes([*payload.first()?, *payload.get(1)?]));
-        let m = payload.get(2..)?;
-        (m.len() == len).then_some(m)?
-    } else {
-        payload
-    };
+/// it is a response, and the message itself (a UDP payload, or one message of
+/// a TCP stream without its length prefix).
+pub fn message(msg: &[u8]) -> Option<(u16, bool, &[u8])> {
     let id = u16::from_be_bytes([*msg.first()?, *msg.get(1)?]);
     let response = msg.get(2)? & 0x80 != 0;
     (msg.len() >= 12).then_some((id, response, msg))
+}
+
+/// Bytes of a DNS over TCP stream held at most: one whole message of up to
+/// this size (most are far smaller) and its length prefix.
+pub const TCP_WINDOW: usize = 16 * 1024;
+
+/// DNS state of one flow: the queries awaiting answers and, over TCP, each
+/// direction's stream put in order, so an answer split over segments, or
+/// arriving out of order, is read whole.
+#[derive(Debug, Default)]
+pub struct DnsFlow {
+    /// Queries not answered yet.
+    pub pending: PendingQueries,
+    /// Sequence number of each side's first byte, from its SYN: towards the
+    /// server (queries), towards the client (answers).
+    isn: [Option<u32>; 2],
+    streams: [Option<Stream>; 2],
+    /// A message too large to hold came: that direction is no longer read.
+    lost: [bool; 2],
+}
+
+impl DnsFlow {
+    /// A SYN (or SYN-ACK) towards the server or the client, with its
+    /// sequence number.
+    pub fn syn(&mut self, to_server: bool, seq: u32) {
+        let d = usize::from(!to_server);
+        if self.streams[d].is_none() {
+            self.isn[d] = Some(seq.wrapping_add(1));
+        }
+    }
+
+    /// One TCP segment towards the server or the client: what became of it
+    /// and the whole messages it completed, in order, without their prefixes.
+    pub fn segment(
+        &mut self,
+        to_server: bool,
+        seq: u32,
+        payload: &[u8],
+        account: super::Account<'_>,
+    ) -> (Take, Vec<Vec<u8>>) {
+        let d = usize::from(!to_server);
+        if self.lost[d] {
+            return (Take::Old, Vec::new());
+        }
+        let start = *self.isn[d].get_or_insert(seq);
+        let stream = self.streams[d].get_or_insert_with(|| {
+            Stream::new(
+                start,
+                TCP_WINDOW,
+                Charge::new(account.budget, account.workload),
+            )
+        });
+        let take = stream.take(seq, payload);
+        let mut out = Vec::new();
+        while let [hi, lo, ..] = *stream.data() {
+            let len = 2 + usize::from(u16::from_be_bytes([hi, lo]));
+            if len > TCP_WINDOW {
+                self.lost[d] = true;
+                self.streams[d] = None;
+                break;
+            }
+            let Some(msg) = stream.data().get(2..len) else {
+                break;
+            };
+            out.push(msg.to_vec());
+            stream.consume(len);
+        }
+        (take, out)
+    }
 }
 
 /// Queries a workload sent on one flow and not answered yet: an answer is

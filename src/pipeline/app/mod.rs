@@ -10,14 +10,18 @@ pub mod apps;
 pub mod dns;
 pub mod http;
 pub mod quic;
+pub mod stream;
 pub mod tls;
 
 pub use apps::{AppId, Apps, AppsError, BUILTIN_APPS};
-pub use dns::{DnsAnswer, DnsCache, PendingQueries, parse_response};
+pub use dns::{DnsAnswer, DnsCache, DnsFlow, parse_response};
+pub use stream::{Budget, Charge};
 
-/// Most client bytes buffered per flow while a request or hello is incomplete.
+/// Most client bytes of a TCP stream looked at while a request or hello is
+/// incomplete (the reassembly window).
 pub const MAX_BUFFER: usize = 16 * 1024;
-/// Client payload packets looked at per flow before giving up.
+/// Client datagrams looked at per UDP flow before giving up. (A TCP probe is
+/// bounded by bytes instead: a hello cut into one-byte segments is still read.)
 pub const MAX_PACKETS: u8 = 10;
 
 const TCP: u8 = 6;
@@ -76,6 +80,16 @@ pub enum Probe {
     },
     /// No host will be found in this flow.
     GiveUp,
+    /// The segment could not be held (the reassembly budget is spent):
+    /// withhold it, so the receiver never has bytes the probe did not see;
+    /// its sender retransmits it.
+    Withhold,
+    /// The segment overlaps bytes already seen with different ones, an
+    /// evasion attempt. Nothing of it was taken (the first bytes win).
+    Conflict,
+    /// The window filled before the request or hello ended: the probe gives
+    /// up on a stream that still looked like one.
+    Exhausted,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +103,7 @@ enum Phase {
 #[derive(Debug)]
 enum Reasm {
     /// The client's TCP stream from its first payload byte.
-    Tcp(Vec<u8>),
+    Tcp(stream::Stream),
     /// The QUIC Initial reader (boxed again: it is large, and a TCP flow's
     /// box should not pay for it).
     Quic(Box<quic::InitialReader>),
@@ -100,11 +114,22 @@ enum Reasm {
 #[derive(Debug)]
 pub struct AppProbe {
     reasm: Option<Box<Reasm>>,
-    /// TCP sequence number of the next client byte expected.
-    next_seq: u32,
+    /// TCP sequence number of the client's first payload byte, once known.
+    isn: u32,
     phase: Phase,
-    /// Client payload packets seen.
+    /// Client payload packets seen (saturating).
     packets: u8,
+    /// `isn` is known: from the client's SYN, or its first payload segment.
+    isn_known: bool,
+}
+
+/// Whose share of the reassembly budget a probe's buffers are charged to.
+#[derive(Clone, Copy, Debug)]
+pub struct Account<'a> {
+    /// The node's budget.
+    pub budget: &'a std::sync::Arc<Budget>,
+    /// The workload whose flow it is.
+    pub workload: crate::switch::WorkloadId,
 }
 
 impl AppProbe {
@@ -116,20 +141,36 @@ impl AppProbe {
         let _ = server_port;
         AppProbe {
             reasm: None,
-            next_seq: 0,
+            isn: 0,
             phase: match proto {
                 TCP => Phase::Tcp,
                 UDP => Phase::Udp,
                 _ => Phase::Done,
             },
             packets: 0,
+            isn_known: false,
+        }
+    }
+
+    /// The client's SYN had sequence number `seq`: its stream starts after it,
+    /// so a segment that arrives before the first one is put in its place.
+    pub fn syn(&mut self, seq: u32) {
+        if self.reasm.is_none() {
+            self.isn = seq.wrapping_add(1);
+            self.isn_known = true;
         }
     }
 
     /// One packet's L4 payload. `from_client`: the packet travels in the
     /// direction of the flow's first packet. `tcp_seq`: the TCP sequence number
     /// (of the payload's first byte), None for UDP.
-    pub fn feed(&mut self, from_client: bool, tcp_seq: Option<u32>, payload: &[u8]) -> Probe {
+    pub fn feed(
+        &mut self,
+        from_client: bool,
+        tcp_seq: Option<u32>,
+        payload: &[u8],
+        account: Account<'_>,
+    ) -> Probe {
         if self.phase == Phase::Done {
             return Probe::GiveUp;
         }
@@ -145,15 +186,17 @@ impl AppProbe {
                 Probe::NeedMore
             };
         }
-        self.packets += 1;
+        self.packets = self.packets.saturating_add(1);
         let probe = match self.phase {
-            Phase::Tcp => self.tcp(tcp_seq, payload),
-            Phase::Udp => self.udp(payload),
+            Phase::Tcp => self.tcp(tcp_seq, payload, account),
+            Phase::Udp => match self.udp(payload) {
+                Probe::NeedMore if self.packets >= MAX_PACKETS => Probe::GiveUp,
+                p => p,
+            },
             Phase::Done => Probe::GiveUp,
         };
         match probe {
-            Probe::NeedMore if self.packets < MAX_PACKETS => Probe::NeedMore,
-            Probe::NeedMore => self.finish(Probe::GiveUp),
+            Probe::NeedMore | Probe::Withhold | Probe::Conflict => probe,
             found_or_not => self.finish(found_or_not),
         }
     }
@@ -169,46 +212,49 @@ impl AppProbe {
         probe
     }
 
-    fn tcp(&mut self, seq: Option<u32>, payload: &[u8]) -> Probe {
-        let Some(reasm) = &mut self.reasm else {
+    fn tcp(&mut self, seq: Option<u32>, payload: &[u8], account: Account<'_>) -> Probe {
+        let seq = seq.unwrap_or(self.isn);
+        if !self.isn_known {
+            // No SYN seen (the flow predates us): its first bytes start it.
+            self.isn = seq;
+            self.isn_known = true;
+        }
+        let in_place = self.reasm.is_none() && seq == self.isn;
+        if in_place {
             // The first client bytes most often hold the whole request or
             // hello: look at them in place.
             match scan_stream(payload, &mut Vec::new()) {
-                (Scan::More, _) if payload.len() <= MAX_BUFFER => {
-                    let mut buf = Vec::with_capacity(payload.len().clamp(2048, MAX_BUFFER));
-                    buf.extend_from_slice(payload);
-                    self.reasm = Some(Box::new(Reasm::Tcp(buf)));
-                    self.next_seq = seq.unwrap_or(0).wrapping_add(payload.len() as u32);
-                    return Probe::NeedMore;
-                }
+                (Scan::More, _) => {}
                 (scan, how) => return found(scan, how),
             }
-        };
-        let Reasm::Tcp(buf) = &mut **reasm else {
-            return Probe::GiveUp;
-        };
-        let new = match seq {
-            None => payload,
-            Some(seq) => {
-                let ahead = seq.wrapping_sub(self.next_seq) as i32;
-                if ahead > 0 {
-                    return Probe::GiveUp; // a gap: out of order or lost
-                }
-                // Skip what is already held (a retransmit, or an overlap).
-                match payload.get(ahead.unsigned_abs() as usize..) {
-                    Some(rest) if !rest.is_empty() => rest,
-                    _ => return Probe::NeedMore,
-                }
-            }
-        };
-        if buf.len() + new.len() > MAX_BUFFER {
-            return Probe::GiveUp;
         }
-        buf.extend_from_slice(new);
-        self.next_seq = self.next_seq.wrapping_add(new.len() as u32);
+        let reasm = self.reasm.get_or_insert_with(|| {
+            let charge = Charge::new(account.budget, account.workload);
+            Box::new(Reasm::Tcp(stream::Stream::new(
+                self.isn, MAX_BUFFER, charge,
+            )))
+        });
+        let Reasm::Tcp(stream) = &mut **reasm else {
+            return Probe::GiveUp;
+        };
+        match stream.take(seq, payload) {
+            stream::Take::Grew => {}
+            stream::Take::Held | stream::Take::Old | stream::Take::Outside => {
+                return Probe::NeedMore;
+            }
+            stream::Take::Conflict => return Probe::Conflict,
+            stream::Take::Refused => return Probe::Withhold,
+        }
         let mut scratch = Vec::new();
-        let (scan, how) = scan_stream(buf, &mut scratch);
-        found(scan, how)
+        let (scan, how) = if in_place {
+            (Scan::More, How::Sni) // scanned in place above
+        } else {
+            scan_stream(stream.data(), &mut scratch)
+        };
+        match scan {
+            Scan::More if stream.full() => Probe::Exhausted,
+            scan => found(scan, how),
+        }
     }
 
     fn udp(&mut self, payload: &[u8]) -> Probe {
@@ -264,6 +310,16 @@ fn found(scan: Scan<'_>, how: How) -> Probe {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::{Arc, OnceLock};
+
+    /// An account in a budget large enough for every test.
+    fn acct() -> Account<'static> {
+        static B: OnceLock<Arc<Budget>> = OnceLock::new();
+        Account {
+            budget: B.get_or_init(|| Budget::new(1 << 30)),
+            workload: crate::switch::WorkloadId(0),
+        }
+    }
 
     fn sni(host: &str) -> Probe {
         Probe::Found {
@@ -277,7 +333,7 @@ mod tests {
         let mut seq = isn;
         let mut out = Vec::new();
         for s in segments {
-            out.push(p.feed(true, Some(seq), s));
+            out.push(p.feed(true, Some(seq), s, acct()));
             seq = seq.wrapping_add(s.len() as u32);
             if p.done() {
                 break;
@@ -318,10 +374,13 @@ mod tests {
     fn tls_hello_in_one_segment() {
         let hello = tls::tests::rustls_hello("WWW.YouTube.com", vec![b"h2".to_vec()]);
         let mut p = AppProbe::new(TCP, 443);
-        assert_eq!(p.feed(true, Some(1), &hello), sni("www.youtube.com"));
+        assert_eq!(
+            p.feed(true, Some(1), &hello, acct()),
+            sni("www.youtube.com")
+        );
         assert!(p.done());
         assert!(p.reasm.is_none());
-        assert_eq!(p.feed(true, Some(1), &hello), Probe::GiveUp);
+        assert_eq!(p.feed(true, Some(1), &hello, acct()), Probe::GiveUp);
     }
 
     #[test]
@@ -357,23 +416,135 @@ mod tests {
     fn retransmits_and_overlaps() {
         let hello = late_sni_stream("re.example");
         let mut p = AppProbe::new(TCP, 443);
-        assert_eq!(p.feed(true, Some(100), &hello[..1000]), Probe::NeedMore);
+        assert_eq!(
+            p.feed(true, Some(100), &hello[..1000], acct()),
+            Probe::NeedMore
+        );
         // Exact retransmit, a pure ACK and a server ACK with no data.
-        assert_eq!(p.feed(true, Some(100), &hello[..1000]), Probe::NeedMore);
-        assert_eq!(p.feed(true, Some(1100), &[]), Probe::NeedMore);
-        assert_eq!(p.feed(false, Some(5), &[]), Probe::NeedMore);
+        assert_eq!(
+            p.feed(true, Some(100), &hello[..1000], acct()),
+            Probe::NeedMore
+        );
+        assert_eq!(p.feed(true, Some(1100), &[], acct()), Probe::NeedMore);
+        assert_eq!(p.feed(false, Some(5), &[], acct()), Probe::NeedMore);
         // A segment overlapping what is held.
-        assert_eq!(p.feed(true, Some(600), &hello[500..1500]), Probe::NeedMore);
-        assert_eq!(p.feed(true, Some(1600), &hello[1500..]), sni("re.example"));
+        assert_eq!(
+            p.feed(true, Some(600), &hello[500..1500], acct()),
+            Probe::NeedMore
+        );
+        assert_eq!(
+            p.feed(true, Some(1600), &hello[1500..], acct()),
+            sni("re.example")
+        );
+    }
+
+    /// Feeds the client segments `order` names (indexes into `segs`), the
+    /// stream starting after a SYN with sequence number `isn`.
+    fn feed_in_order(p: &mut AppProbe, isn: u32, segs: &[&[u8]], order: &[usize]) -> Vec<Probe> {
+        p.syn(isn);
+        let mut at = Vec::new();
+        let mut seq = isn.wrapping_add(1);
+        for s in segs {
+            at.push(seq);
+            seq = seq.wrapping_add(s.len() as u32);
+        }
+        order
+            .iter()
+            .map(|&i| p.feed(true, Some(at[i]), segs[i], acct()))
+            .collect()
     }
 
     #[test]
-    fn gap_gives_up() {
-        let hello = late_sni_stream("gap.example");
+    fn reordered_segments_give_the_sni() {
+        let stream = late_sni_stream("order.example");
+        let segs: Vec<&[u8]> = stream.chunks(500).collect();
+        let n = segs.len();
+        assert!(n >= 4);
+        let reversed: Vec<usize> = (0..n).rev().collect();
+        let middle_first: Vec<usize> = [n / 2].into_iter().chain(0..n).collect();
+        let duplicated: Vec<usize> = (0..n).flat_map(|i| [i, i]).collect();
+        for order in [reversed, middle_first, duplicated] {
+            let mut p = AppProbe::new(TCP, 443);
+            let got = feed_in_order(&mut p, u32::MAX - 700, &segs, &order);
+            let first = got.iter().position(|r| *r != Probe::NeedMore);
+            assert_eq!(
+                first.map(|i| &got[i]),
+                Some(&sni("order.example")),
+                "{order:?}"
+            );
+            assert!(p.reasm.is_none(), "{order:?}");
+        }
+    }
+
+    #[test]
+    fn overlap_with_other_bytes_is_a_conflict() {
+        let stream = late_sni_stream("real.example");
+        let mut forged = stream.clone();
+        let at = forged
+            .windows(12)
+            .position(|w| w == b"real.example")
+            .unwrap();
+        forged[at..at + 12].copy_from_slice(b"fake.example");
+        let cut = at - 10;
         let mut p = AppProbe::new(TCP, 443);
-        assert_eq!(p.feed(true, Some(0), &hello[..1000]), Probe::NeedMore);
-        assert_eq!(p.feed(true, Some(1200), &hello[1200..]), Probe::GiveUp);
-        assert!(p.done());
+        p.syn(99);
+        // The forged tail first, out of order; then the real tail over it.
+        assert_eq!(
+            p.feed(true, Some(100 + cut as u32), &forged[cut..], acct()),
+            Probe::NeedMore
+        );
+        assert_eq!(
+            p.feed(true, Some(100 + cut as u32), &stream[cut..], acct()),
+            Probe::Conflict
+        );
+        // The first bytes win.
+        assert_eq!(
+            p.feed(true, Some(100), &stream[..cut], acct()),
+            sni("fake.example")
+        );
+    }
+
+    #[test]
+    fn a_gap_that_never_fills_holds_its_bytes_in_the_budget() {
+        let stream = late_sni_stream("gap.example");
+        let b = Budget::new(1 << 20);
+        let a = Account {
+            budget: &b,
+            workload: crate::switch::WorkloadId(9),
+        };
+        let mut p = AppProbe::new(TCP, 443);
+        p.syn(0);
+        assert_eq!(p.feed(true, Some(1), &stream[..1000], a), Probe::NeedMore);
+        for _ in 0..100 {
+            assert_eq!(
+                p.feed(true, Some(1201), &stream[1200..], a),
+                Probe::NeedMore
+            );
+        }
+        assert!(!p.done());
+        let held = stream.len().min(MAX_BUFFER) - 200;
+        assert_eq!(b.used(a.workload).1, held);
+        drop(p);
+        assert_eq!(b.used(a.workload), (0, 0));
+    }
+
+    #[test]
+    fn a_spent_budget_withholds() {
+        let stream = late_sni_stream("tight.example");
+        let b = Budget::new(1200);
+        let a = Account {
+            budget: &b,
+            workload: crate::switch::WorkloadId(1),
+        };
+        let mut other = AppProbe::new(TCP, 443);
+        assert_eq!(
+            other.feed(true, Some(0), &stream[..1150], a),
+            Probe::NeedMore
+        );
+        let mut p = AppProbe::new(TCP, 443);
+        assert_eq!(p.feed(true, Some(0), &stream[..100], a), Probe::Withhold);
+        drop(other);
+        assert_eq!(p.feed(true, Some(0), &stream[..100], a), Probe::NeedMore);
     }
 
     #[test]
@@ -403,38 +574,38 @@ mod tests {
     fn server_first_and_other_protocols_give_up() {
         let mut p = AppProbe::new(TCP, 22);
         assert_eq!(
-            p.feed(false, Some(9), b"SSH-2.0-OpenSSH_9.6\r\n"),
+            p.feed(false, Some(9), b"SSH-2.0-OpenSSH_9.6\r\n", acct()),
             Probe::GiveUp
         );
         let mut p = AppProbe::new(TCP, 22);
         assert_eq!(
-            p.feed(true, Some(9), b"SSH-2.0-OpenSSH_9.6\r\n"),
+            p.feed(true, Some(9), b"SSH-2.0-OpenSSH_9.6\r\n", acct()),
             Probe::GiveUp
         );
         let mut p = AppProbe::new(1, 0);
         assert!(p.done());
-        assert_eq!(p.feed(true, None, b"ping"), Probe::GiveUp);
+        assert_eq!(p.feed(true, None, b"ping", acct()), Probe::GiveUp);
         // A DNS query on UDP.
         let mut p = AppProbe::new(UDP, 53);
         assert_eq!(
             p.feed(
                 true,
                 None,
-                b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+                b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00",
+                acct()
             ),
             Probe::GiveUp
         );
     }
 
     #[test]
-    fn too_many_packets_give_up() {
-        let hello = late_sni_stream("slow.example");
+    fn one_byte_segments_still_give_the_sni() {
+        let hello = tls::tests::rustls_hello("slow.example", vec![]);
         let mut p = AppProbe::new(TCP, 443);
-        let segs: Vec<&[u8]> = hello.chunks(1).take(20).collect();
-        let got = feed_tcp(&mut p, 0, &segs[..10]);
-        assert!(got[..9].iter().all(|r| *r == Probe::NeedMore));
-        assert_eq!(got[9], Probe::GiveUp);
-        assert!(p.reasm.is_none());
+        let segs: Vec<&[u8]> = hello.chunks(1).collect();
+        let got = feed_tcp(&mut p, 0, &segs);
+        assert_eq!(got.last(), Some(&sni("slow.example")));
+        assert!(got.len() > usize::from(MAX_PACKETS));
     }
 
     #[test]
@@ -442,9 +613,9 @@ mod tests {
         let hello = tls::tests::rustls_hello("acks.example", vec![]);
         let mut p = AppProbe::new(TCP, 443);
         for _ in 0..50 {
-            assert_eq!(p.feed(true, Some(0), &[]), Probe::NeedMore);
+            assert_eq!(p.feed(true, Some(0), &[], acct()), Probe::NeedMore);
         }
-        assert_eq!(p.feed(true, Some(0), &hello), sni("acks.example"));
+        assert_eq!(p.feed(true, Some(0), &hello, acct()), sni("acks.example"));
     }
 
     #[test]
@@ -454,15 +625,16 @@ mod tests {
         let mut line = b"GET / HTTP/1.1\r\n".to_vec();
         line.resize(1448, b'a');
         let mut last = Probe::NeedMore;
-        for _ in 0..MAX_PACKETS {
-            last = p.feed(true, Some(seq), &line);
+        for _ in 0..MAX_BUFFER / line.len() + 1 {
+            last = p.feed(true, Some(seq), &line, acct());
             seq += line.len() as u32;
             if let Some(r) = &p.reasm {
                 let Reasm::Tcp(b) = &**r else { panic!() };
-                assert!(b.len() <= MAX_BUFFER);
+                assert!(b.data().len() <= MAX_BUFFER);
             }
         }
-        assert_eq!(last, Probe::GiveUp);
+        assert_eq!(last, Probe::Exhausted);
+        assert!(p.done());
     }
 
     #[test]
@@ -470,7 +642,7 @@ mod tests {
         let packet = quic::tests::unhex(quic::tests::A2_PACKET);
         let mut p = AppProbe::new(UDP, 443);
         assert_eq!(
-            p.feed(true, None, &packet),
+            p.feed(true, None, &packet, acct()),
             Probe::Found {
                 host: "example.com".into(),
                 how: How::QuicSni
@@ -488,11 +660,11 @@ mod tests {
         let p2 =
             quic::tests::client_initial(&dcid, 1, &quic::tests::crypto_frame(1100, &hello[1100..]));
         let mut p = AppProbe::new(UDP, 443);
-        assert_eq!(p.feed(true, None, &p1), Probe::NeedMore);
+        assert_eq!(p.feed(true, None, &p1, acct()), Probe::NeedMore);
         // The server's ACK-only Initial comes in between.
-        assert_eq!(p.feed(false, None, &[0xc0; 60]), Probe::NeedMore);
+        assert_eq!(p.feed(false, None, &[0xc0; 60], acct()), Probe::NeedMore);
         assert_eq!(
-            p.feed(true, None, &p2),
+            p.feed(true, None, &p2, acct()),
             Probe::Found {
                 host: "netflix.com".into(),
                 how: How::QuicSni
@@ -542,7 +714,7 @@ mod tests {
     fn check_bounds(p: &AppProbe) {
         if let Some(r) = &p.reasm {
             match &**r {
-                Reasm::Tcp(b) => assert!(b.len() <= MAX_BUFFER),
+                Reasm::Tcp(b) => assert!(b.data().len() <= MAX_BUFFER),
                 Reasm::Quic(_) => {}
             }
         }
@@ -563,7 +735,7 @@ mod tests {
             let mut client = 0;
             for (from_client, seq, data) in &packets {
                 let was_done = p.done();
-                let r = p.feed(*from_client, *seq, data);
+                let r = p.feed(*from_client, *seq, data, acct());
                 if was_done {
                     prop_assert_eq!(r, Probe::GiveUp);
                 }
@@ -571,7 +743,7 @@ mod tests {
                     client += 1;
                 }
                 check_bounds(&p);
-                prop_assert!(client < usize::from(MAX_PACKETS) || p.done());
+                prop_assert!(proto == TCP || client < usize::from(MAX_PACKETS) || p.done());
             }
         }
 
@@ -588,13 +760,13 @@ mod tests {
             let mut seq = isn;
             let mut result = Probe::NeedMore;
             for (i, s) in segs.iter().enumerate() {
-                result = p.feed(true, Some(seq), s);
+                result = p.feed(true, Some(seq), s, acct());
                 if p.done() {
                     break;
                 }
                 if i == dup {
                     // An exact retransmit changes nothing (and counts once more).
-                    prop_assert_eq!(p.feed(true, Some(seq), s), Probe::NeedMore);
+                    prop_assert_eq!(p.feed(true, Some(seq), s, acct()), Probe::NeedMore);
                 }
                 seq = seq.wrapping_add(s.len() as u32);
             }
@@ -616,7 +788,7 @@ mod tests {
             let mut packet = quic::tests::unhex(quic::tests::A2_PACKET);
             packet[at] ^= x;
             let mut p = AppProbe::new(UDP, 443);
-            let r = p.feed(true, None, &packet);
+            let r = p.feed(true, None, &packet, acct());
             prop_assert_eq!(r, Probe::GiveUp, "byte {}", at);
         }
     }
