@@ -542,6 +542,9 @@ fn main() -> ExitCode {
         Verb::Detach { workload, target } => target.client().and_then(|c| {
             let d = c.detach(&workload).map_err(|e| e.to_string())?;
             println!("detached {} ({:.1} ms)", d.workload, d.millis);
+            if let Some(note) = &d.note {
+                eprintln!("guardwire: {note}");
+            }
             Ok(())
         }),
         Verb::Mode {

@@ -290,6 +290,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             "steering mode"
         );
     }
+    if let Err(e) = node.recover() {
+        tracing::error!("{e}");
+    }
     for e in node.readopt() {
         tracing::error!("could not re-adopt {e}");
     }

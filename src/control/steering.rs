@@ -62,6 +62,62 @@ pub struct WatchEntry {
     pub on_failure: OnFailure,
 }
 
+/// What an attach or detach is about to do, written before its first kernel
+/// change and removed once its result is saved: a crash in between leaves it
+/// for the watchdog and the next start, which finish or roll back the
+/// operation (`attach::detach` undoes an attach from any point, and finishes
+/// a detach).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Intent {
+    /// `attach` or `detach`.
+    pub op: String,
+    /// The attachment as it is, or will be once the attach is done.
+    pub attachment: Attachment,
+    /// Temporary host name of the new pair, while an attach makes it.
+    pub tmp: Option<String>,
+    /// The devices were already put back (by the watchdog); only the saved
+    /// state remains to be mended.
+    #[serde(default)]
+    pub undone: bool,
+}
+
+impl Intent {
+    /// Path of the record in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("intent.json")
+    }
+
+    /// The record in `dir`, if an operation did not finish.
+    pub fn load(dir: &Path) -> Result<Option<Intent>, String> {
+        let p = Self::path(dir);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        }
+    }
+
+    /// Writes the record (durably: it must be on disk before the kernel
+    /// changes it announces).
+    pub fn save(&self, dir: &Path) -> Result<(), String> {
+        private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let p = Self::path(dir);
+        let body = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        write_private(&p, &body).map_err(|e| format!("{}: {e}", p.display()))
+    }
+
+    /// Removes the record: the operation's result is saved.
+    pub fn clear(dir: &Path) -> Result<(), String> {
+        match std::fs::remove_file(Self::path(dir)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("{}: {e}", Self::path(dir).display())),
+        }
+    }
+}
+
 /// Path of the watchdog's file in `dir`.
 pub fn watch_path(dir: &Path) -> PathBuf {
     dir.join("watch.json")
@@ -172,6 +228,38 @@ impl Steering {
         Ok(())
     }
 
+    /// Finishes or rolls back an attach or detach a crash interrupted (its
+    /// intent record is in the state dir): an attach whose result was saved
+    /// stands; any other is undone, and a detach is finished, so the workload
+    /// is reachable as before it was attached. Returns what it did.
+    pub fn recover(&mut self) -> Result<Option<String>, String> {
+        let Some(intent) = Intent::load(&self.state_dir)? else {
+            return Ok(None);
+        };
+        let name = intent.attachment.name.clone();
+        let saved = self.state.attachments.contains_key(&name);
+        let done = if intent.op == "attach" && saved {
+            format!("the attach of {name} had finished; it stands")
+        } else {
+            if !intent.undone {
+                attach::detach(&self.tc, &intent.attachment, intent.tmp.as_deref())
+                    .map_err(|e| format!("recovering the {} of {name}: {e}", intent.op))?;
+            }
+            self.state.attachments.remove(&name);
+            self.state.modes.remove(&name);
+            self.state.on_failure.remove(&name);
+            self.state.save(&self.state_dir)?;
+            self.write_watch()?;
+            match intent.op.as_str() {
+                "attach" => format!("the interrupted attach of {name} was rolled back"),
+                _ => format!("the interrupted detach of {name} was finished"),
+            }
+        };
+        Intent::clear(&self.state_dir)?;
+        tracing::warn!(workload = name.as_str(), "{done}");
+        Ok(Some(done))
+    }
+
     /// Takes back every pod attached before a restart, without re-plumbing.
     pub fn readopt(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -225,9 +313,21 @@ impl Steering {
         let mode = mode.unwrap_or(self.default_mode);
         let on_failure = on_failure.unwrap_or(self.default_on_failure);
         let t0 = Instant::now();
+        let dir = self.state_dir.clone();
+        let journal = |a: &Attachment, tmp: &str| {
+            let intent = Intent {
+                op: "attach".into(),
+                attachment: a.clone(),
+                tmp: Some(tmp.to_string()),
+                undone: false,
+            };
+            intent
+                .save(&dir)
+                .map_err(|e| attach::AttachError::Other(format!("nothing was changed: {e}")))
+        };
         let a = match &via {
             Via::PodVeth { netns, ifname } => {
-                attach::attach_pod(&self.tc, &self.host_netns, &name, netns, ifname)
+                attach::attach_pod(&self.tc, &self.host_netns, &name, netns, ifname, &journal)
             }
             _ => attach::attach_vm(
                 &self.tc,
@@ -235,22 +335,57 @@ impl Steering {
                 &name,
                 dev.unwrap_or_default(),
                 via.clone(),
+                &journal,
             ),
-        }
-        .map_err(|e| e.to_string())?;
+        };
+        let a = match a {
+            Ok(a) => a,
+            Err(e) => {
+                // Rolled back already (or nothing was done).
+                let _ = Intent::clear(&self.state_dir);
+                return Err(e.to_string());
+            }
+        };
         let mut a = a;
         a.identity.add(identity);
-        if let Err(e) = self.wire(&a, mode, on_failure) {
-            if let Err(e2) = attach::detach(&self.tc, &a) {
-                tracing::error!("rollback of {name} failed: {e2}");
+        let undo = |me: &mut Steering, e: String| {
+            if let Some(wl) = me.dp.find(&name) {
+                let _ = me.dp.remove_workload(wl);
             }
-            return Err(e);
+            match attach::detach(&me.tc, &a, None) {
+                Ok(()) => {
+                    let _ = Intent::clear(&me.state_dir);
+                    format!("{e} (the attach was undone)")
+                }
+                Err(e2) => {
+                    tracing::error!("rollback of {name} failed: {e2}");
+                    format!("{e}; undoing the attach failed too ({e2}): the next start retries")
+                }
+            }
+        };
+        if let Err(e) = self.wire(&a, mode, on_failure) {
+            return Err(undo(self, e));
         }
+        attach::checkpoint("wired").map_err(|e| e.to_string())?;
         self.state.modes.insert(name.clone(), mode);
         self.state.attachments.insert(name.clone(), a.clone());
         self.state.on_failure.insert(name.clone(), on_failure);
-        self.state.save(&self.state_dir)?;
-        self.write_watch()?;
+        if let Err(e) = self
+            .state
+            .save(&self.state_dir)
+            .and_then(|()| self.write_watch())
+        {
+            // Not saved, not done: a restart would not know the workload.
+            self.state.modes.remove(&name);
+            self.state.attachments.remove(&name);
+            self.state.on_failure.remove(&name);
+            let e = undo(self, format!("saving the state: {e}"));
+            let _ = self.state.save(&self.state_dir);
+            let _ = self.write_watch();
+            return Err(e);
+        }
+        attach::checkpoint("saved").map_err(|e| e.to_string())?;
+        Intent::clear(&self.state_dir)?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
             workload = name.as_str(),
@@ -280,22 +415,47 @@ impl Steering {
             });
         };
         let t0 = Instant::now();
+        Intent {
+            op: "detach".into(),
+            attachment: a.clone(),
+            tmp: None,
+            undone: false,
+        }
+        .save(&self.state_dir)
+        .map_err(|e| format!("nothing was changed: {e}"))?;
+        attach::checkpoint("detach").map_err(|e| e.to_string())?;
         if let Some(wl) = self.dp.find(name) {
             let (wp, up) = self.indexes(wl)?;
             self.kernel_path(wp, up, false)?;
             self.dp.remove_workload(wl).map_err(|e| e.to_string())?;
         }
-        attach::detach(&self.tc, &a).map_err(|e| e.to_string())?;
+        if let Err(e) = attach::detach(&self.tc, &a, None) {
+            // The datapath no longer carries it: finish it in the kernel or
+            // at the next start, never leave it cut off.
+            return Err(format!(
+                "detaching {name}: {e}; it is no longer inspected, and the next start finishes the detach"
+            ));
+        }
         self.state.attachments.remove(name);
         self.state.modes.remove(name);
         self.state.on_failure.remove(name);
-        self.state.save(&self.state_dir)?;
-        self.write_watch()?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let note = match self
+            .state
+            .save(&self.state_dir)
+            .and_then(|()| Intent::clear(&self.state_dir))
+            .and_then(|()| self.write_watch())
+        {
+            Ok(()) => None,
+            Err(e) => Some(format!(
+                "detached, but the state could not be saved ({e}); the next start completes it"
+            )),
+        };
         tracing::info!(workload = name, ms, "detached");
         Ok(Detached {
             workload: name.to_string(),
             millis: ms,
+            note,
         })
     }
 

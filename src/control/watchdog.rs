@@ -7,7 +7,7 @@
 //! watchdog takes the kernel path back out; a restarted daemon re-adopts every
 //! workload and puts each back in its mode, and starts a new watchdog.
 
-use super::steering::{WatchEntry, watch_path};
+use super::steering::{Intent, SteeringState, WatchEntry, watch_path};
 use crate::datapath::Shared;
 use crate::port::ifindex;
 use crate::steer::netlink::Netlink;
@@ -102,6 +102,9 @@ pub fn spawn(state_dir: &Path) -> io::Result<()> {
         .arg("--state-dir")
         .arg(state_dir)
         .stdin(std::process::Stdio::null())
+        // The test hooks that fail or crash an operation are the daemon's.
+        .env_remove("GUARDWIRE_CRASH_AT")
+        .env_remove("GUARDWIRE_FAIL_ATTACH_AT")
         .process_group(0)
         .spawn()?;
     Ok(())
@@ -184,6 +187,46 @@ fn hand_back(nl: &Netlink, opened: &[WatchEntry]) {
     }
 }
 
+/// Puts back the devices of an attach or detach the daemon died in the middle
+/// of (its intent record), so the workload is reachable as before it was
+/// attached; the next start mends the saved state. Returns its name.
+fn recover(nl: &Netlink, state_dir: &Path) -> Option<String> {
+    let mut intent = match Intent::load(state_dir) {
+        Ok(Some(i)) if !i.undone => i,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::error!("{e}");
+            return None;
+        }
+    };
+    let name = intent.attachment.name.clone();
+    let saved = SteeringState::load(state_dir)
+        .map(|s| s.attachments.contains_key(&name))
+        .unwrap_or(false);
+    if intent.op == "attach" && saved {
+        return None; // it finished: failed over with the others
+    }
+    match crate::steer::attach::detach(nl, &intent.attachment, intent.tmp.as_deref()) {
+        Ok(()) => {
+            intent.undone = true;
+            if let Err(e) = intent.save(state_dir) {
+                tracing::error!("{e}");
+            }
+            tracing::warn!(
+                workload = name.as_str(),
+                op = intent.op.as_str(),
+                "guardwire died during this operation: the workload's devices are back as before its attach"
+            );
+        }
+        Err(e) => tracing::error!(
+            workload = name.as_str(),
+            "recovering the {}: {e}",
+            intent.op
+        ),
+    }
+    Some(name)
+}
+
 /// Watches the daemon `pid`: while it is hung, its `open` workloads run on the
 /// kernel path (handed back when it moves again); when it ends, they are
 /// failed over to the kernel path as listed in `state_dir/watch.json`.
@@ -225,7 +268,11 @@ pub fn run(pid: i32, state_dir: &Path) -> Result<(), String> {
             return Ok(());
         }
     };
-    let entries = entries(state_dir)?;
+    let recovered = recover(&nl, state_dir);
+    let entries: Vec<WatchEntry> = entries(state_dir)?
+        .into_iter()
+        .filter(|w| Some(&w.name) != recovered.as_ref())
+        .collect();
     let opened = fail_open(&nl, &entries).len();
     tracing::warn!(
         pid,

@@ -118,7 +118,11 @@ pub fn reassemble(data: &[u8]) {
         let _ = dns.segment(false, seq, &seg, account);
     }
     drop((probe, dns));
-    assert_eq!(budget.used(WorkloadId(1)), (0, 0), "held bytes not given back");
+    assert_eq!(
+        budget.used(WorkloadId(1)),
+        (0, 0),
+        "held bytes not given back"
+    );
 }
 
 #[cfg(test)]

@@ -215,9 +215,15 @@ fn ns_file(ns: &str) -> Result<File, AttachError> {
     File::open(&p).map_err(|e| AttachError::NoNetns(p, e.to_string()))
 }
 
-/// Test hook: `GUARDWIRE_FAIL_ATTACH_AT=<step>` makes attach fail at that step,
-/// so tests can prove the rollback.
-fn checkpoint(step: &str) -> Result<(), AttachError> {
+/// Test hooks: `GUARDWIRE_FAIL_ATTACH_AT=<step>` makes attach fail at that
+/// step, so tests can prove the rollback; `GUARDWIRE_CRASH_AT=<step>` kills the
+/// process there with SIGKILL, so tests can prove the recovery.
+pub fn checkpoint(step: &str) -> Result<(), AttachError> {
+    if std::env::var("GUARDWIRE_CRASH_AT").is_ok_and(|s| s == step) {
+        tracing::warn!(step, "crashing on purpose (GUARDWIRE_CRASH_AT)");
+        // SAFETY: sends SIGKILL to this process; no memory is touched.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
     if std::env::var("GUARDWIRE_FAIL_ATTACH_AT").is_ok_and(|s| s == step) {
         return Err(AttachError::Other(format!(
             "failing on purpose at {step} (GUARDWIRE_FAIL_ATTACH_AT)"
@@ -225,6 +231,11 @@ fn checkpoint(step: &str) -> Result<(), AttachError> {
     }
     Ok(())
 }
+
+/// Called once an attach knows everything it will change, before its first
+/// kernel change: with the attachment and the temporary name of the new
+/// pair, so a crash from then on can be finished or rolled back.
+pub type Journal<'a> = &'a dyn Fn(&Attachment, &str) -> Result<(), AttachError>;
 
 type Undo<'a> = Vec<(&'static str, Box<dyn FnOnce() -> Result<(), NlError> + 'a>)>;
 
@@ -260,6 +271,7 @@ pub fn attach_pod(
     name: &str,
     pod_ns: &str,
     ifname: &str,
+    journal: Journal<'_>,
 ) -> Result<Attachment, AttachError> {
     check_free(sec, name)?;
     ns_file(pod_ns)?;
@@ -305,7 +317,7 @@ pub fn attach_pod(
         ips: pod.ips(eth.index).unwrap_or_default(),
         router: false,
     };
-    let mut a = migrate(sec, &host, host_ns, name, v, via)?;
+    let mut a = migrate(sec, &host, host_ns, name, v, via, journal)?;
     a.identity = identity;
     Ok(a)
 }
@@ -318,6 +330,7 @@ pub fn attach_vm(
     name: &str,
     dev: &str,
     via: Via,
+    journal: Journal<'_>,
 ) -> Result<Attachment, AttachError> {
     check_free(sec, name)?;
     let host = open_host(host_ns)?;
@@ -353,7 +366,7 @@ pub fn attach_vm(
             "{dev} is in no bridge: a hybrid plug's veth has its end in qbr"
         )));
     }
-    migrate(sec, &host, host_ns, name, v, via)
+    migrate(sec, &host, host_ns, name, v, via, journal)
 }
 
 /// Moves host device `v` into sec ns and closes the path with a new veth pair
@@ -365,6 +378,7 @@ fn migrate(
     name: &str,
     v: LinkFacts,
     via: Via,
+    journal: Journal<'_>,
 ) -> Result<Attachment, AttachError> {
     let (wp_name, up_name) = port_names(name)?;
     let host_file = ns_file(host_ns)?;
@@ -396,10 +410,11 @@ fn migrate(
 
     // Undo steps capture these by shared reference (they outlive `undo`).
     let (v, master, moved, host_file) = (&v, &master, &moved, &host_file);
+    let tmp = temporary_name(v.index);
+    journal(&att, &tmp)?;
     let mut undo: Undo<'_> = Vec::new();
     let res = (|| -> Result<(), AttachError> {
         // The second steering wire: a new pair, one end moved to sec ns.
-        let tmp = format!("gwt{:08x}", std::process::id() ^ (v.index << 8));
         host.add_veth(&tmp, &fresh)?;
         let t = host.link_by_name(&tmp)?;
         let ti = t.index;
@@ -523,31 +538,55 @@ fn occupy(host: &Netlink, index: u32, a: &Attachment) -> Result<(), AttachError>
     Ok(())
 }
 
-/// Puts the migrated device back where it was and removes the pair attach made.
-pub fn detach(sec: &Netlink, a: &Attachment) -> Result<(), AttachError> {
+/// Name of the new pair's host end until it takes the migrated device's place.
+fn temporary_name(index: u32) -> String {
+    format!("gwt{:08x}", std::process::id() ^ (index << 8))
+}
+
+/// Puts the migrated device back where it was and removes the pair attach
+/// made. It also finishes a detach, or undoes an attach, that stopped at any
+/// point (a crash): whatever of the new pair exists goes (`tmp` is its host
+/// end's temporary name, if the attach got that far), and the device comes
+/// home from wherever it is. Running it twice does no harm.
+pub fn detach(sec: &Netlink, a: &Attachment, tmp: Option<&str>) -> Result<(), AttachError> {
     let host_file = ns_file(&a.host_netns)?;
     let host = Netlink::open(Some(&a.host_netns))
         .map_err(|e| AttachError::NoNetns(a.host_netns.clone(), e.to_string()))?;
-    // The new pair goes (deleting the host end deletes up-NAME in sec ns too).
-    if let Ok(t) = host.link_by_name(&a.host_dev) {
-        host.del_link(t.index)?;
-    }
     let (moved, fresh) = a.sec_names();
+    let away = sec.link_by_name(moved).ok();
+    // The new pair goes, wherever its ends are (deleting one end deletes the
+    // other). Its host end has the device's name once the attach is done; a
+    // device of that name is the device itself only when it is not away.
     if let Ok(u) = sec.link_by_name(fresh) {
         sec.del_link(u.index)?;
     }
-    let w = sec.link_by_name(moved)?;
-    sec.set(
-        "take workload port down",
-        Netlink::change(w.index).down().build(),
-    )?;
-    sec.set(
-        "move workload port home",
-        Netlink::change(w.index)
-            .setns_by_fd(host_file.as_raw_fd())
-            .build(),
-    )?;
-    let v = host.link_by_name(moved)?;
+    for n in tmp.into_iter().chain([fresh]) {
+        if let Ok(l) = host.link_by_name(n) {
+            host.del_link(l.index)?;
+        }
+    }
+    if away.is_some()
+        && let Ok(t) = host.link_by_name(&a.host_dev)
+    {
+        host.del_link(t.index)?;
+    }
+    checkpoint("detach-pair-gone")?;
+    if let Some(w) = away {
+        sec.set(
+            "take workload port down",
+            Netlink::change(w.index).down().build(),
+        )?;
+        sec.set(
+            "move workload port home",
+            Netlink::change(w.index)
+                .setns_by_fd(host_file.as_raw_fd())
+                .build(),
+        )?;
+    }
+    checkpoint("detach-home")?;
+    let v = host
+        .link_by_name(moved)
+        .or_else(|_| host.link_by_name(&a.host_dev))?;
     occupy(&host, v.index, a)
 }
 

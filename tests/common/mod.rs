@@ -357,6 +357,17 @@ impl Daemon {
         Client::unix(&self.socket)
     }
 
+    /// Waits for the daemon to end by itself (a crash), at most `timeout`,
+    /// and reaps it.
+    pub fn wait_exit(mut self, timeout: Duration) {
+        let t = Instant::now();
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            assert!(t.elapsed() < timeout, "guardwire did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
     /// Kills the daemon with SIGKILL (no cleanup of its own) and reaps it.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
@@ -462,4 +473,68 @@ pub fn iperf_gap(json: &[u8]) -> (u64, u64, f64) {
             .unwrap_or(0.0)
             / 1e9,
     )
+}
+
+/// What a namespace looks like, for before/after comparisons. Interface indexes
+/// of the host ends are left out (detach re-creates the new pair, the issue
+/// allows their ifindex to change); the pod's own lines keep theirs.
+pub fn snapshot(n: &Node, ns: &str, keep_index: bool) -> String {
+    // IPv6 duplicate address detection must be over, or the same state reads
+    // differently a second later (tentative flags, local routes).
+    wait_for(
+        || {
+            n.ok(ns, &["ip", "-6", "addr", "show", "tentative"])
+                .trim()
+                .is_empty()
+        },
+        "IPv6 DAD",
+    );
+    let mut out = String::new();
+    for cmd in [
+        vec!["ip", "-o", "link"],
+        vec!["ip", "-o", "addr"],
+        vec!["ip", "route", "show", "table", "all"],
+        vec!["ip", "-6", "route", "show", "table", "all"],
+        vec!["ip", "neigh", "show", "nud", "permanent"],
+        vec!["tc", "qdisc"],
+    ] {
+        let text = n.ok(ns, &cmd);
+        let mut lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let mut l = l.to_string();
+                if let Some(at) = l.find("@if") {
+                    let end = l[at + 3..]
+                        .find(|c: char| !c.is_ascii_digit())
+                        .map_or(l.len(), |e| at + 3 + e);
+                    l.replace_range(at..end, "");
+                }
+                if !keep_index
+                    && let Some((head, rest)) = l.split_once(": ")
+                    && head.chars().all(|c| c.is_ascii_digit())
+                {
+                    l = rest.to_string();
+                }
+                // tc qdisc lines name the device by index in some versions.
+                l.split_whitespace()
+                    .filter(|w| !w.starts_with("link-netns"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        lines.sort();
+        out.push_str(&format!("## {}\n{}\n", cmd.join(" "), lines.join("\n")));
+    }
+    out
+}
+
+/// Asserts two snapshots are equal, showing only the lines that differ.
+pub fn same(after: String, before: &str, what: &str) {
+    if after != before {
+        let a: Vec<&str> = after.lines().collect();
+        let b: Vec<&str> = before.lines().collect();
+        let gone: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).collect();
+        let new: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).collect();
+        panic!("{what}: differs\n  before only: {gone:#?}\n  after only: {new:#?}");
+    }
 }

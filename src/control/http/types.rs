@@ -188,6 +188,9 @@ pub struct Detached {
     pub workload: String,
     /// How long the detach took.
     pub millis: f64,
+    /// Said when the detach was done but something after it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Switch a workload's steering mode.
