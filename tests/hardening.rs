@@ -293,3 +293,97 @@ fn scopeguard(pid: &str) -> impl Drop + '_ {
     }
     Cont(pid)
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, mib: u64) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        SmallDisk(dir.to_path_buf())
+    }
+
+    fn free(&self) -> u64 {
+        let o = std::process::Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stdout);
+        let mut it = t.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+        it.next().unwrap() * it.next().unwrap()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_flood_on_a_small_disk_leaves_room_for_the_nodes_state() {
+    let n = Node::up("thd9", &["--pods", "1", "--forwarder", "none"]);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("state"), 16);
+    let cfg = "[node]\nname = \"t\"\ncontrol_socket = \"{socket}\"\nstate_dir = \"{state}\"\n\
+               [inspect]\nlog_rotate_mb = 1\nlog_keep = 50\nlog_records_per_sec = 0\nlog_disk_reserve_mb = 4\n\
+               [[workload]]\nname = \"pod1\"\nkind = \"pod\"\nworkload_port = \"wp-pod1\"\nuplink_port = \"up-pod1\"\n";
+    let d = Daemon::start(n.var("NS_SEC"), dir.path(), cfg);
+    let c = d.client();
+    // Leave about 5 MiB free: the flood's records would take more.
+    let filler = disk.0.join("filler");
+    let fill = disk.free().saturating_sub(5 << 20);
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+    let peer = n.var("PEER_IP").to_string();
+    let flood = format!(
+        "import socket\n\
+         for p in range(10000, 40000):\n\
+         \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         \x20   s.bind(('', p))\n\
+         \x20   s.sendto(b'x', ('{peer}', 9))\n\
+         \x20   s.close()\n"
+    );
+    n.ok(
+        &n.pod_ns(1),
+        &["timeout", "60", "/usr/bin/python3", "-c", &flood],
+    );
+    let t = std::time::Instant::now();
+    while c.usage(10, None).unwrap().log.no_room == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the log never reached the reserve (free {} B)",
+            disk.free()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let free = disk.free();
+    assert!(free >= 3 << 20, "the log left only {free} B free");
+    // The node's state can still be saved: a rule push, a mode switch.
+    let rev = c
+        .push_rules("default = \"allow\"\n[[rule]]\nproto = \"tcp\"\ndst_ports = \"23\"\naction = \"deny\"\n", "t")
+        .expect("a rule push on a full log disk");
+    assert_eq!(c.rules().unwrap().generation, rev.generation);
+    c.set_mode("pod1", guardwire::steer::SteeringMode::Mirror)
+        .expect("a mode switch on a full log disk");
+    c.set_mode("pod1", guardwire::steer::SteeringMode::Inline)
+        .unwrap();
+    n.ping(&n.pod_ns(1), &peer, 2);
+    drop(d);
+    drop(disk);
+}

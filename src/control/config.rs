@@ -155,6 +155,9 @@ pub struct InspectConfig {
     /// Records one workload may add at once: its budget saves up to this many
     /// (at least `log_records_per_sec`).
     pub log_burst: u64,
+    /// MiB the verdict log leaves free on its filesystem for the node's state
+    /// (rules, steering, intent records); 0: no check.
+    pub log_disk_reserve_mb: u64,
 }
 
 impl Default for InspectConfig {
@@ -178,6 +181,7 @@ impl Default for InspectConfig {
             log_update_secs: 10,
             log_records_per_sec: 200,
             log_burst: 1000,
+            log_disk_reserve_mb: 64,
         }
     }
 }
@@ -435,6 +439,11 @@ impl Config {
             ("log_rotate_mb", i.log_rotate_mb as usize, 1..=4096),
             ("log_keep", i.log_keep, 0..=100),
             ("log_update_secs", i.log_update_secs as usize, 1..=3600),
+            (
+                "log_disk_reserve_mb",
+                i.log_disk_reserve_mb.min(usize::MAX as u64) as usize,
+                0..=1 << 20,
+            ),
             (
                 "log_records_per_sec",
                 i.log_records_per_sec.min(usize::MAX as u64) as usize,

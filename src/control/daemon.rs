@@ -314,6 +314,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         keep: i.log_keep,
         records_per_sec: i.log_records_per_sec,
         burst: i.log_burst,
+        reserve_bytes: i.log_disk_reserve_mb << 20,
     };
     let insp = Arc::new(
         Inspection::new(node.dp.shared(), log, i.log_update_secs, book)

@@ -503,6 +503,7 @@ impl Inspection {
                 written: self.log.written(),
                 lost: self.log.lost(),
                 suppressed: self.log.suppressed(),
+                no_room: self.log.no_room(),
             },
         })
     }
@@ -598,6 +599,10 @@ pub struct LogFacts {
     /// `log_records_per_sec` budget; "suppressed" records count them per workload.
     #[serde(default)]
     pub suppressed: u64,
+    /// Records kept out of the files because the disk was down to the
+    /// reserve left for the node's state (`log_disk_reserve_mb`).
+    #[serde(default)]
+    pub no_room: u64,
 }
 
 fn endpoint(ip: IpAddr, port: u16, proto_: u8) -> String {
@@ -705,6 +710,7 @@ mod tests {
             keep: 1,
             records_per_sec: rate,
             burst,
+            reserve_bytes: 0,
         };
         let insp = Inspection::new(shared, log, 10, book).unwrap();
         (dp, insp)

@@ -518,6 +518,53 @@ impl Steering {
             return Ok(from);
         }
         let (wp, up) = self.indexes(wl)?;
+        // Saved first: a mode that cannot be remembered is not switched to
+        // (a restart would bring the old one back unannounced).
+        let was = self.state.modes.insert(name.to_string(), mode);
+        if let Err(e) = self.state.save(&self.state_dir) {
+            self.forget_mode(name, was);
+            return Err(format!("nothing was changed: {e}"));
+        }
+        if let Err(e) = self.switch(wl, wp, up, from, mode) {
+            self.forget_mode(name, was);
+            return Err(e);
+        }
+        if let Err(e) = self.write_watch() {
+            tracing::error!(
+                workload = name,
+                "switched, but the watchdog's file is stale: {e}"
+            );
+        }
+        tracing::info!(
+            workload = name,
+            from = from.name(),
+            to = mode.name(),
+            "steering mode switched"
+        );
+        Ok(from)
+    }
+
+    /// Puts back the mode remembered for `name` before a switch that failed.
+    fn forget_mode(&mut self, name: &str, was: Option<SteeringMode>) {
+        match was {
+            Some(m) => self.state.modes.insert(name.to_string(), m),
+            None => self.state.modes.remove(name),
+        };
+        if let Err(e) = self.state.save(&self.state_dir) {
+            tracing::error!(workload = name, "restoring the saved mode: {e}");
+        }
+    }
+
+    /// Moves workload `wl` (ports `wp`, `up`) from mode `from` to `mode`, in
+    /// the order that loses no frame; on failure it stays in `from`.
+    fn switch(
+        &mut self,
+        wl: WorkloadId,
+        wp: i32,
+        up: i32,
+        from: SteeringMode,
+        mode: SteeringMode,
+    ) -> Result<(), String> {
         match (from.kernel_forwards(), mode.kernel_forwards()) {
             (false, true) => {
                 self.kernel_path(wp, up, true)?;
@@ -535,16 +582,7 @@ impl Steering {
             }
             _ => self.dp.set_mode(wl, mode).map_err(|e| e.to_string())?,
         }
-        self.state.modes.insert(name.to_string(), mode);
-        self.state.save(&self.state_dir)?;
-        self.write_watch()?;
-        tracing::info!(
-            workload = name,
-            from = from.name(),
-            to = mode.name(),
-            "steering mode switched"
-        );
-        Ok(from)
+        Ok(())
     }
 
     /// Writes what the watchdog needs to act without us (atomically).

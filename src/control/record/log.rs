@@ -40,6 +40,10 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 /// A failed open is retried at most this often; records in between are dropped.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
+/// Free space is checked after this many bytes written, or this often.
+const ROOM_CHECK_BYTES: u64 = 256 * 1024;
+const ROOM_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// One flow decision, or an update of it as the flow ages.
 ///
 /// In JSON, `first_seen` and `updated_at` are RFC 3339 UTC strings with
@@ -193,6 +197,10 @@ pub struct LogConfig {
     /// Records a workload may add at once: its budget saves up to this many.
     /// Records come once a second, so below `records_per_sec` it caps the rate.
     pub burst: u64,
+    /// Bytes the log leaves free on its filesystem, for the node's state
+    /// (rules, steering, intent records): below that it deletes its oldest
+    /// rotated files, then stops writing until there is room. 0: no check.
+    pub reserve_bytes: u64,
 }
 
 /// Selects records; every field that is set must match.
@@ -269,6 +277,8 @@ struct Shared {
     written: AtomicU64,
     failed: AtomicU64,
     disk_errors: AtomicU64,
+    /// Records not written because the filesystem had no room beyond the reserve.
+    no_room: AtomicU64,
 }
 
 enum Msg {
@@ -659,6 +669,12 @@ impl VerdictLog {
         self.shared.failed.load(Ordering::Relaxed)
     }
 
+    /// Records not written to the files because their filesystem was down to
+    /// the reserve left for the node's state (they are still in memory).
+    pub fn no_room(&self) -> u64 {
+        self.shared.no_room.load(Ordering::Relaxed)
+    }
+
     /// Failed disk operations (open, write, flush, rotate).
     pub fn disk_errors(&self) -> u64 {
         self.shared.disk_errors.load(Ordering::Relaxed)
@@ -704,6 +720,13 @@ struct Writer {
     dir: PathBuf,
     rotate_bytes: u64,
     keep: usize,
+    reserve: u64,
+    /// Bytes written since room was last checked, and when: the check runs
+    /// every `ROOM_CHECK_BYTES` or `ROOM_CHECK_EVERY`.
+    since_check: u64,
+    checked: Option<Instant>,
+    /// The filesystem is down to the reserve: records are not written.
+    full: bool,
     out: Option<BufWriter<File>>,
     /// Size of the current file including what is buffered.
     size: u64,
@@ -729,6 +752,10 @@ impl Writer {
             dir: dir.to_path_buf(),
             rotate_bytes: cfg.rotate_bytes,
             keep: cfg.keep,
+            reserve: cfg.reserve_bytes,
+            since_check: 0,
+            checked: None,
+            full: false,
             out,
             size,
             unflushed: 0,
@@ -779,6 +806,10 @@ impl Writer {
         }
         self.line.push(b'\n');
         let len = self.line.len() as u64;
+        if !self.room(len) {
+            self.shared.no_room.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if self.out.is_some()
             && self.rotate_bytes > 0
             && self.size > 0
@@ -857,6 +888,59 @@ impl Writer {
         if let Err(e) = res {
             self.warn("rotate", &e);
         }
+    }
+
+    /// Whether `len` more bytes may be written: the filesystem keeps the
+    /// reserve free. Checked every so many bytes or so often; when short, the
+    /// oldest rotated files go first, then writing stops until there is room.
+    fn room(&mut self, len: u64) -> bool {
+        self.since_check += len;
+        if self.reserve == 0 {
+            return true;
+        }
+        let due = self.since_check >= ROOM_CHECK_BYTES
+            || self.checked.is_none_or(|t| t.elapsed() >= ROOM_CHECK_EVERY);
+        if !due {
+            return !self.full;
+        }
+        self.since_check = 0;
+        self.checked = Some(Instant::now());
+        let dir = self.dir.clone();
+        let free = || {
+            rustix::fs::statvfs(&dir)
+                .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
+                .unwrap_or(u64::MAX)
+        };
+        // Room for what comes before the next check, beyond the reserve.
+        let want = self.reserve + ROOM_CHECK_BYTES;
+        let mut oldest = self.keep;
+        while free() < want && oldest > 0 {
+            match fs::remove_file(rotated_name(&self.dir, oldest)) {
+                Ok(()) => tracing::warn!(
+                    dir = %self.dir.display(),
+                    file = oldest,
+                    "verdict log: disk short, oldest rotated file removed"
+                ),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => self.warn("remove", &e),
+            }
+            oldest -= 1;
+        }
+        let full = free() < want;
+        if full != self.full {
+            self.flush();
+            if full {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    reserve_bytes = self.reserve,
+                    "verdict log: disk down to the reserve left for the node's state; records kept in memory only"
+                );
+            } else {
+                tracing::info!(dir = %self.dir.display(), "verdict log: room again, writing resumes");
+            }
+            self.full = full;
+        }
+        !full
     }
 
     /// Drops the oldest kept file and moves `.i` to `.i+1`, making room for `.1`.
@@ -1049,6 +1133,7 @@ mod tests {
             keep: 0,
             records_per_sec: 0,
             burst: 0,
+            reserve_bytes: 0,
         })
         .unwrap()
     }
@@ -1061,6 +1146,7 @@ mod tests {
             keep,
             records_per_sec: 0,
             burst: 0,
+            reserve_bytes: 0,
         })
         .unwrap()
     }
@@ -1348,6 +1434,7 @@ mod tests {
             keep: 1,
             records_per_sec: 0,
             burst: 0,
+            reserve_bytes: 0,
         };
         // A writer that has not started yet stands in for a stalled disk.
         let mut log = VerdictLog::memory(cfg.ring);
@@ -1449,6 +1536,7 @@ mod tests {
             keep: 0,
             records_per_sec: 0,
             burst: 0,
+            reserve_bytes: 0,
         };
         assert!(VerdictLog::new(cfg).is_err());
     }
@@ -1467,6 +1555,7 @@ mod tests {
             keep: 0,
             records_per_sec: rate,
             burst,
+            reserve_bytes: 0,
         })
         .unwrap()
     }
