@@ -351,14 +351,7 @@ fn a_flood_on_a_small_disk_leaves_room_for_the_nodes_state() {
     let fill = disk.free().saturating_sub(5 << 20);
     std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
     let peer = n.var("PEER_IP").to_string();
-    let flood = format!(
-        "import socket\n\
-         for p in range(10000, 40000):\n\
-         \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         \x20   s.bind(('', p))\n\
-         \x20   s.sendto(b'x', ('{peer}', 9))\n\
-         \x20   s.close()\n"
-    );
+    let flood = udp_flood_script(&peer, 10000..40000);
     n.ok(
         &n.pod_ns(1),
         &["timeout", "60", "/usr/bin/python3", "-c", &flood],

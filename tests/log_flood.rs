@@ -75,14 +75,7 @@ fn a_flood_of_short_flows_is_held_to_its_budget_and_spares_the_other_workloads_h
     // pod1: 20000 UDP flows, one datagram each from its own source port.
     let before = file_records(&state);
     let pod1_before = before.iter().filter(|r| r.workload == "pod1").count() as u64;
-    let flood = format!(
-        "import socket\n\
-         for p in range(20000, 40000):\n\
-         \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         \x20   s.bind(('', p))\n\
-         \x20   s.sendto(b'x', ('{peer}', 9))\n\
-         \x20   s.close()\n"
-    );
+    let flood = udp_flood_script(&peer, 20000..40000);
     let t0 = Instant::now();
     n.ok(
         &n.pod_ns(1),

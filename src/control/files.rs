@@ -83,3 +83,22 @@ impl StateLock {
         Ok(StateLock { _file: f })
     }
 }
+
+/// Reads JSON file `path`; `None` if there is none. Errors name the file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes `value` as JSON to `path` in private directory `dir`, durably and
+/// atomically (see [`write_private`]). Errors name the file.
+pub fn write_json<T: serde::Serialize>(dir: &Path, path: &Path, value: &T) -> Result<(), String> {
+    private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let body = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
+    write_private(path, &body).map_err(|e| format!("{}: {e}", path.display()))
+}

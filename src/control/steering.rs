@@ -5,7 +5,7 @@
 //! the tc redirect goes in first and guardwire stops forwarding second; when
 //! guardwire takes over, it starts forwarding first and the redirect goes second.
 
-use super::files::{private_dir, write_private};
+use super::files::{read_json, write_json};
 use super::http::types::{Attached, Detached, IdentityView, Workload, WorkloadCounters};
 use crate::datapath::{Datapath, WorkloadInfo};
 use crate::port::ifindex;
@@ -89,23 +89,13 @@ impl Intent {
 
     /// The record in `dir`, if an operation did not finish.
     pub fn load(dir: &Path) -> Result<Option<Intent>, String> {
-        let p = Self::path(dir);
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", p.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", p.display())),
-        }
+        read_json(&Self::path(dir))
     }
 
     /// Writes the record (durably: it must be on disk before the kernel
     /// changes it announces).
     pub fn save(&self, dir: &Path) -> Result<(), String> {
-        private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let p = Self::path(dir);
-        let body = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        write_private(&p, &body).map_err(|e| format!("{}: {e}", p.display()))
+        write_json(dir, &Self::path(dir), self)
     }
 
     /// Removes the record: the operation's result is saved.
@@ -130,20 +120,12 @@ impl SteeringState {
 
     /// Reads the state in `dir` (empty if there is none yet).
     pub fn load(dir: &Path) -> Result<SteeringState, String> {
-        let p = Self::path(dir);
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", p.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SteeringState::default()),
-            Err(e) => Err(format!("{}: {e}", p.display())),
-        }
+        Ok(read_json(&Self::path(dir))?.unwrap_or_default())
     }
 
     /// Writes the state to `dir` atomically (write, fsync, rename).
     pub fn save(&self, dir: &Path) -> Result<(), String> {
-        private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let p = Self::path(dir);
-        let body = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        write_private(&p, &body).map_err(|e| format!("{}: {e}", p.display()))
+        write_json(dir, &Self::path(dir), self)
     }
 }
 
@@ -599,11 +581,7 @@ impl Steering {
                 on_failure: info.on_failure,
             })
             .collect();
-        let p = watch_path(&self.state_dir);
-        let body = serde_json::to_vec_pretty(&entries).map_err(|e| e.to_string())?;
-        private_dir(&self.state_dir)
-            .and_then(|_| write_private(&p, &body))
-            .map_err(|e| format!("{}: {e}", p.display()))
+        write_json(&self.state_dir, &watch_path(&self.state_dir), &entries)
     }
 
     /// Workloads with their ports, modes and counters.

@@ -538,3 +538,17 @@ pub fn same(after: String, before: &str, what: &str) {
         panic!("{what}: differs\n  before only: {gone:#?}\n  after only: {new:#?}");
     }
 }
+
+/// A Python script sending one datagram to `peer` port 9 from each source
+/// port of `ports`: a new flow each (a flood of short flows).
+pub fn udp_flood_script(peer: &str, ports: std::ops::Range<u16>) -> String {
+    format!(
+        "import socket\n\
+         for p in range({}, {}):\n\
+         \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         \x20   s.bind(('', p))\n\
+         \x20   s.sendto(b'x', ('{peer}', 9))\n\
+         \x20   s.close()\n",
+        ports.start, ports.end
+    )
+}
