@@ -348,7 +348,9 @@ impl Steering {
         if let Err(e) = self.wire(&a, mode, on_failure) {
             return Err(undo(self, e));
         }
-        attach::checkpoint("wired").map_err(|e| e.to_string())?;
+        if let Err(e) = attach::checkpoint("wired") {
+            return Err(undo(self, e.to_string()));
+        }
         self.state.modes.insert(name.clone(), mode);
         self.state.attachments.insert(name.clone(), a.clone());
         self.state.on_failure.insert(name.clone(), on_failure);
@@ -366,8 +368,12 @@ impl Steering {
             let _ = self.write_watch();
             return Err(e);
         }
-        attach::checkpoint("saved").map_err(|e| e.to_string())?;
-        Intent::clear(&self.state_dir)?;
+        // A crash point only: from here the attach stands.
+        let _ = attach::checkpoint("saved");
+        if let Err(e) = Intent::clear(&self.state_dir) {
+            // The attach is saved: the next start sees that and lets it stand.
+            tracing::warn!(workload = name.as_str(), "{e}");
+        }
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
             workload = name.as_str(),
@@ -405,7 +411,10 @@ impl Steering {
         }
         .save(&self.state_dir)
         .map_err(|e| format!("nothing was changed: {e}"))?;
-        attach::checkpoint("detach").map_err(|e| e.to_string())?;
+        if let Err(e) = attach::checkpoint("detach") {
+            let _ = Intent::clear(&self.state_dir);
+            return Err(e.to_string());
+        }
         if let Some(wl) = self.dp.find(name) {
             let (wp, up) = self.indexes(wl)?;
             self.kernel_path(wp, up, false)?;
