@@ -280,11 +280,12 @@ impl Inspector {
             }
         }
         let mut withhold = false;
+        let mut rejudge = flow.generation != pl.generation;
         if dns && !ip.payload.is_empty() {
-            withhold = self.dns_segment(ctx, flow, ip, account, now_ms);
+            let unread = self.dns_segment(ctx, flow, ip, account, now_ms);
+            (withhold, rejudge) = self.unread(pl, flow, unread, (withhold, rejudge));
         }
         flow.mirror = ctx.mirror;
-        let mut rejudge = flow.generation != pl.generation;
         if let Some(p) = flow.probe.as_mut()
             && !ip.payload.is_empty()
         {
@@ -292,31 +293,10 @@ impl Inspector {
             match p.feed(from_initiator, seq, ip.payload, account) {
                 Probe::NeedMore => {}
                 Probe::GiveUp => flow.probe = None,
-                Probe::Withhold => {
-                    self.counters
-                        .reassembly_withheld
-                        .fetch_add(1, Ordering::Relaxed);
-                    withhold = true;
-                }
-                Probe::Conflict => {
-                    self.counters
-                        .tcp_overlap_conflicts
-                        .fetch_add(1, Ordering::Relaxed);
-                    withhold = true;
-                    if pl.evasion == EvasionPolicy::Drop {
+                unread @ (Probe::Withhold | Probe::Conflict | Probe::Exhausted) => {
+                    (withhold, rejudge) = self.unread(pl, flow, Some(unread), (withhold, rejudge));
+                    if flow.evasive || flow.probe.as_ref().is_some_and(AppProbe::done) {
                         flow.probe = None;
-                        flow.evasive = true;
-                        rejudge = true;
-                    }
-                }
-                Probe::Exhausted => {
-                    self.counters
-                        .probes_exhausted
-                        .fetch_add(1, Ordering::Relaxed);
-                    flow.probe = None;
-                    if pl.evasion == EvasionPolicy::Drop {
-                        flow.evasive = true;
-                        rejudge = true;
                     }
                 }
                 Probe::Found { host, how } => {
@@ -437,8 +417,8 @@ impl Inspector {
     /// answer (unsolicited, from the workload itself, late) is counted and
     /// ignored: it could name another's flows, or evade a rule on a name.
     /// A DNS packet of a flow (over TCP, a segment of its stream). Returns
-    /// whether the segment must be withheld: its stream could not hold it, or
-    /// it rewrites bytes already read.
+    /// what could not be read of it, as the probe would say it: its stream
+    /// could not hold it, or it rewrites bytes already read.
     fn dns_segment(
         &self,
         ctx: &Context<'_>,
@@ -446,31 +426,43 @@ impl Inspector {
         ip: &IpFacts<'_>,
         account: Account<'_>,
         now_ms: u64,
-    ) -> bool {
+    ) -> Option<Probe> {
         let dns = flow.dns.get_or_insert_default();
         if ip.proto != proto::TCP {
             self.dns_message(ctx, dns, ip, ip.payload, now_ms);
-            return false;
+            return None;
         }
         let (take, messages) = dns.segment(ip.dst_port == 53, ip.seq, ip.payload, account);
         for m in &messages {
             self.dns_message(ctx, dns, ip, m, now_ms);
         }
         match take {
-            super::app::stream::Take::Refused => {
-                self.counters
-                    .reassembly_withheld
-                    .fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            super::app::stream::Take::Conflict => {
-                self.counters
-                    .tcp_overlap_conflicts
-                    .fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            _ => false,
+            super::app::stream::Take::Refused => Some(Probe::Withhold),
+            super::app::stream::Take::Conflict => Some(Probe::Conflict),
+            _ => None,
         }
+    }
+
+    /// A segment a stream could not read (from the application probe or from
+    /// DNS over TCP): counted, and handled by the evasion policy. Takes and
+    /// returns (withhold the segment, judge the flow again).
+    fn unread(
+        &self,
+        pl: &Pipeline,
+        flow: &mut Flow,
+        unread: Option<Probe>,
+        (withhold, rejudge): (bool, bool),
+    ) -> (bool, bool) {
+        let drop = pl.evasion == EvasionPolicy::Drop;
+        let (counter, withheld, evasion) = match unread {
+            Some(Probe::Withhold) => (&self.counters.reassembly_withheld, true, false),
+            Some(Probe::Conflict) => (&self.counters.tcp_overlap_conflicts, true, drop),
+            Some(Probe::Exhausted) => (&self.counters.probes_exhausted, false, drop),
+            _ => return (withhold, rejudge),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        flow.evasive |= evasion;
+        (withhold || withheld, rejudge || evasion)
     }
 
     /// One DNS message of a flow: a query the workload sent, or an answer it
