@@ -7,8 +7,10 @@
 //! - [`switch`]: which port it leaves by (MAC table, split horizon);
 //! - [`datapath`]: the worker threads that run port -> pipeline -> switch -> port;
 //! - [`steer`]: kernel plumbing around the ports;
-//! - [`control`]: configuration, control socket, the daemon.
+//! - [`control`]: configuration, control socket, the daemon;
+//! - [`cluster`]: the node agent and the controller, over etcd.
 
+pub mod cluster;
 pub mod control;
 pub mod datapath;
 pub mod pipeline;

@@ -67,6 +67,17 @@ enum Verb {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run the cluster's controller (stateless; all state in etcd): its API
+    /// and page, rule sets typed once for every node (docs/cluster.md).
+    Controller(ControllerArgs),
+    /// Show this node's cluster link: the store, the rule set in force, errors.
+    Cluster {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a configuration file and exit.
     Check {
         /// Node configuration (TOML).
@@ -189,10 +200,17 @@ enum RulesWhat {
         #[arg(long)]
         apps: Option<PathBuf>,
     },
-    /// Replace the running daemon's rules with this file.
+    /// Replace the running daemon's rules with this file, or with --cluster,
+    /// the cluster's rule set (every node it selects applies it).
     Push {
         /// The rule file (TOML).
         file: PathBuf,
+        /// The controller (http://host:port or host:port; give --token-file).
+        #[arg(long, requires = "token_file", conflicts_with_all = ["socket", "config", "addr"])]
+        cluster: Option<String>,
+        /// The cluster rule set's name.
+        #[arg(long = "set", default_value = "default", requires = "cluster")]
+        set: String,
         #[command(flatten)]
         target: Target,
     },
@@ -208,6 +226,134 @@ enum RulesWhat {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// `guardwire controller`
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// etcd client URLs, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    etcd: Vec<String>,
+    /// PEM CA of etcd's server certificate.
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd.
+    #[arg(long, requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// Address the API and page listen on (host:port).
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// Where generated tokens are kept.
+    #[arg(long, default_value = "/var/lib/guardwire-controller")]
+    state_dir: PathBuf,
+    /// File holding the admin token (default: generated in --state-dir).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// File holding the viewer token (default: generated in --state-dir).
+    #[arg(long)]
+    viewer_token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA: a client certificate it signs is admin.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Only these source prefixes may connect (repeatable; default any).
+    #[arg(long = "allow-from")]
+    allow_from: Vec<String>,
+    /// File holding the (viewer) token the nodes' APIs take, to read their traffic.
+    #[arg(long)]
+    node_token_file: Option<PathBuf>,
+}
+
+impl ControllerArgs {
+    fn options(self) -> Result<guardwire::cluster::controller::ControllerOptions, String> {
+        use guardwire::cluster::store::EtcdOptions;
+        let node_token = match &self.node_token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("{}: {e}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        for (i, e) in self.etcd.iter().enumerate() {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(format!(
+                    "--etcd[{i}]: {e:?} is not an http:// or https:// URL"
+                ));
+            }
+        }
+        let api = guardwire::control::config::ApiConfig {
+            listen: Some(self.listen),
+            allow_from: self
+                .allow_from
+                .iter()
+                .map(|p| toml::Spanned::new(0..0, p.clone()))
+                .collect(),
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            client_ca: self.client_ca,
+            admin_token_file: self.admin_token_file,
+            viewer_token_file: self.viewer_token_file,
+            ..Default::default()
+        };
+        Ok(guardwire::cluster::controller::ControllerOptions {
+            etcd: EtcdOptions {
+                endpoints: self.etcd,
+                ca: self.etcd_ca,
+                identity: self.etcd_cert.zip(self.etcd_key),
+            },
+            listen: self.listen,
+            api,
+            state_dir: self.state_dir,
+            node_token,
+        })
+    }
+}
+
+fn print_cluster(v: &guardwire::cluster::agent::ClusterView) {
+    let at = |ms: u64| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+    };
+    println!("node {} labels [{}]", v.node, v.labels.join(", "));
+    if v.connected {
+        println!(
+            "store: reachable ({}), newest revision seen {}",
+            v.endpoints.join(","),
+            v.store_revision
+        );
+    } else if v.since_ms > 0 {
+        println!(
+            "store: unreachable since {} ({}); enforcing the last set (stale)",
+            at(v.since_ms),
+            v.store_error.as_deref().unwrap_or("?")
+        );
+    } else {
+        println!("store: not reached yet; enforcing the persisted set (stale)");
+    }
+    match &v.applied {
+        Some(a) => println!(
+            "in force: rule set {} revision {} ({}), applied {}",
+            a.ruleset,
+            a.revision,
+            &a.hash[..a.hash.len().min(12)],
+            at(a.at)
+        ),
+        None => println!("in force: no rule set from the cluster yet"),
+    }
+    if let (Some(e), Some(r)) = (&v.error, v.error_revision) {
+        println!("refused revision {r}: {e}");
+    }
 }
 
 /// Which flows or records to show.
@@ -323,6 +469,9 @@ struct AttachOpts {
     /// The workload may send router advertisements, redirects and DHCP server answers.
     #[arg(long)]
     router: bool,
+    /// A label `label = "..."` rules select the workload by, e.g. app=web (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
     #[command(flatten)]
     target: Target,
 }
@@ -336,9 +485,51 @@ impl AttachOpts {
             macs: self.macs,
             ips: self.ips,
             router: self.router,
+            labels: self.labels,
         };
         (o, self.target)
     }
+}
+
+/// `rules push --cluster`: through the controller, which validates, keeps the
+/// history and writes the set to etcd.
+fn push_cluster(
+    file: &std::path::Path,
+    url: &str,
+    set: &str,
+    target: &Target,
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let t = target
+        .token_file
+        .as_ref()
+        .ok_or("--cluster needs --token-file")?;
+    let token = std::fs::read_to_string(t)
+        .map_err(|e| format!("{}: {e}", t.display()))?
+        .trim()
+        .to_string();
+    let addr = url
+        .strip_prefix("http://")
+        .unwrap_or(url)
+        .trim_end_matches('/')
+        .to_string();
+    let c = Client::new(Endpoint::Tcp { addr, token });
+    let origin: String =
+        form_urlencoded::byte_serialize(file.display().to_string().as_bytes()).collect();
+    let r: guardwire::cluster::controller::routes::Pushed = c
+        .call_bytes(
+            hyper::Method::PUT,
+            &format!("/api/v1/rulesets/{set}?origin={origin}"),
+            text.into_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}: {} rules pushed to the cluster as rule set {set}, revision {}",
+        file.display(),
+        r.rules,
+        r.revision
+    );
+    Ok(())
 }
 
 fn print_attached(a: &Attached) {
@@ -471,7 +662,18 @@ fn main() -> ExitCode {
                     .and_then(|a| load_rules(&file, &a))
                     .map(|r| println!("{}: ok ({} rules)", file.display(), r.len()))
             }
-            RulesWhat::Push { file, target } => target.client().and_then(|c| {
+            RulesWhat::Push {
+                file,
+                cluster: Some(url),
+                set,
+                target,
+            } => push_cluster(&file, &url, &set, &target),
+            RulesWhat::Push {
+                file,
+                cluster: None,
+                target,
+                ..
+            } => target.client().and_then(|c| {
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| format!("{}: {e}", file.display()))?;
                 let r = c
@@ -538,6 +740,21 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Verb::Controller(args) => args.options().and_then(guardwire::cluster::controller::run),
+        Verb::Cluster { target, json } => target.client().and_then(|c| {
+            let v: guardwire::cluster::agent::ClusterView = c
+                .call::<(), _>(hyper::Method::GET, "/api/v1/cluster", None)
+                .map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+            } else {
+                print_cluster(&v);
+            }
+            Ok(())
+        }),
         Verb::Watchdog { pid, state_dir } => guardwire::control::watchdog::run(pid, &state_dir),
         Verb::Detach { workload, target } => target.client().and_then(|c| {
             let d = c.detach(&workload).map_err(|e| e.to_string())?;

@@ -26,6 +26,9 @@ struct NetConf {
     mode: Option<SteeringMode>,
     #[serde(default)]
     on_failure: Option<OnFailure>,
+    /// Labels given to every pod of this network.
+    #[serde(default)]
+    labels: Vec<String>,
     #[serde(rename = "prevResult", default)]
     prev_result: Option<Value>,
 }
@@ -35,6 +38,24 @@ struct CniError(u32, String);
 
 fn env(k: &str) -> Result<String, CniError> {
     std::env::var(k).map_err(|_| CniError(4, format!("{k} is not set")))
+}
+
+/// A pod's labels: the network's, then `namespace=` and `pod=` from the
+/// runtime's `CNI_ARGS` (`K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;...`).
+fn labels(conf: &NetConf, cni_args: &str) -> Vec<String> {
+    let mut out = conf.labels.clone();
+    for kv in cni_args.split(';') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let key = match k {
+            "K8S_POD_NAMESPACE" => "namespace",
+            "K8S_POD_NAME" => "pod",
+            _ => continue,
+        };
+        if !v.is_empty() {
+            out.push(format!("{key}={v}"));
+        }
+    }
+    out
 }
 
 /// guardwire's workload name for a container: at most 12 characters.
@@ -89,6 +110,7 @@ fn run() -> Result<Option<Value>, CniError> {
                         name: Some(name),
                         mode: conf.mode,
                         on_failure: conf.on_failure,
+                        labels: labels(&conf, &std::env::var("CNI_ARGS").unwrap_or_default()),
                         ..Default::default()
                     },
                 })

@@ -31,6 +31,42 @@ pub struct Config {
     /// Workloads wired into sec ns at start.
     #[serde(default, rename = "workload")]
     pub workloads: Vec<WorkloadConfig>,
+    /// The cluster: rules from the controller through etcd (none: this node
+    /// takes rules only from its own API).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]` (docs/cluster.md)
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd client URLs ("https://10.98.1.1:2379").
+    pub endpoints: Spanned<Vec<String>>,
+    /// PEM CA certificate(s) etcd's server certificate is checked against
+    /// (needed for https endpoints).
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate for etcd.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// This node's labels; rule sets select nodes by them.
+    pub labels: Option<Spanned<Vec<String>>>,
+    /// How the controller reaches this node's API ("http://10.98.1.2:7443").
+    pub api_url: Option<String>,
+    /// TTL of the lease the node's status lives on.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+    /// Status refresh when nothing changes.
+    #[serde(default = "default_status_secs")]
+    pub status_secs: u64,
+}
+
+fn default_lease_ttl() -> u64 {
+    10
+}
+
+fn default_status_secs() -> u64 {
+    30
 }
 
 /// `[node]`
@@ -187,7 +223,7 @@ impl Default for InspectConfig {
 }
 
 /// `[api]`
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// TCP management address in sec ns (the management link towards the
@@ -388,6 +424,61 @@ impl Config {
             key,
             msg,
         };
+        if let Some(c) = &self.cluster {
+            let at = |s: std::ops::Range<usize>| line_of(s);
+            let eps = c.endpoints.get_ref();
+            if eps.is_empty() {
+                return Err(bad(
+                    at(c.endpoints.span()),
+                    "cluster.endpoints".into(),
+                    "give at least one etcd URL".into(),
+                ));
+            }
+            for (n, e) in eps.iter().enumerate() {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    return Err(bad(
+                        at(c.endpoints.span()),
+                        format!("cluster.endpoints[{n}]"),
+                        format!("{e:?} is not an http:// or https:// URL"),
+                    ));
+                }
+                if e.starts_with("https://") && c.ca.is_none() {
+                    return Err(bad(
+                        key_line("endpoints"),
+                        "cluster.ca".into(),
+                        "https endpoints need the CA that signed etcd's certificate".into(),
+                    ));
+                }
+            }
+            if c.cert.is_some() != c.key.is_some() {
+                return Err(bad(
+                    key_line(if c.cert.is_some() { "cert" } else { "key" }),
+                    "cluster.cert".into(),
+                    "give both cert and key, or neither".into(),
+                ));
+            }
+            if let Some(l) = &c.labels
+                && l.get_ref().iter().any(|l| l.is_empty())
+            {
+                return Err(bad(
+                    at(l.span()),
+                    "cluster.labels".into(),
+                    "empty label".into(),
+                ));
+            }
+            for (key, v) in [
+                ("lease_ttl_secs", c.lease_ttl_secs),
+                ("status_secs", c.status_secs),
+            ] {
+                if !(2..=3600).contains(&v) {
+                    return Err(bad(
+                        key_line(key),
+                        format!("cluster.{key}"),
+                        "must be 2..=3600".into(),
+                    ));
+                }
+            }
+        }
         let d = &self.datapath;
         if !(1..=1024).contains(&d.batch) {
             return Err(bad(

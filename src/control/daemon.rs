@@ -7,6 +7,8 @@ use super::inspection::{self, Inspection};
 use super::record::LogConfig;
 use super::rulebook::{self, Revision, RuleBook};
 use super::steering::{AttachSettings, Steering};
+use crate::cluster::agent::{Agent, AgentConfig, ClusterView, Enforcer};
+use crate::cluster::store::EtcdOptions;
 use crate::datapath::{Datapath, DatapathParams, WorkloadInfo};
 use crate::pipeline::Pipeline;
 use crate::pipeline::firewall::RuleSet;
@@ -119,12 +121,69 @@ fn build_pipeline(cfg: &Config, book: &mut RuleBook) -> Result<Pipeline, DaemonE
     Ok(pl)
 }
 
+/// What the cluster agent does on this node: pushes through the node's own
+/// path, facts from its datapath.
+struct NodeEnforcer {
+    insp: Arc<Inspection>,
+    node: Arc<Mutex<Steering>>,
+}
+
+impl Enforcer for NodeEnforcer {
+    fn apply(&self, set: &str, revision: i64, text: &str) -> Result<(), String> {
+        self.insp
+            .push(text, &format!("cluster:{set}@{revision}"), "controller")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn facts(&self) -> (usize, u64) {
+        let n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let s = n.dp.stats();
+        (s.ports.len() / 2, s.drops.values().sum())
+    }
+}
+
+/// Starts the cluster agent when `[cluster]` is configured.
+fn start_agent(
+    cfg: &Config,
+    node: Arc<Mutex<Steering>>,
+    insp: Arc<Inspection>,
+) -> Result<Option<Arc<Mutex<ClusterView>>>, DaemonError> {
+    let Some(c) = &cfg.cluster else {
+        return Ok(None);
+    };
+    let agent = Agent::new(
+        AgentConfig {
+            node: cfg.node.name.clone(),
+            labels: c
+                .labels
+                .as_ref()
+                .map(|l| l.get_ref().clone())
+                .unwrap_or_default(),
+            api_url: c.api_url.clone(),
+            etcd: EtcdOptions {
+                endpoints: c.endpoints.get_ref().clone(),
+                ca: c.ca.clone(),
+                identity: c.cert.clone().zip(c.key.clone()),
+            },
+            lease_ttl: Duration::from_secs(c.lease_ttl_secs),
+            status_every: Duration::from_secs(c.status_secs),
+            state_dir: Some(cfg.node.state_dir.clone()),
+        },
+        Arc::new(NodeEnforcer { insp, node }),
+    );
+    let view = agent.view();
+    agent.spawn().map_err(io_err("cluster agent thread"))?;
+    Ok(Some(view))
+}
+
 /// Binds the API's listeners and starts its thread.
 fn start_api(
     cfg: &Config,
     node: Arc<Mutex<Steering>>,
     insp: Arc<Inspection>,
     shared: Arc<crate::datapath::Shared>,
+    cluster: Option<Arc<Mutex<ClusterView>>>,
 ) -> Result<(), DaemonError> {
     let a = &cfg.api;
     let bind = |what: &str| {
@@ -160,11 +219,12 @@ fn start_api(
         shared,
         name: cfg.node.name.clone(),
         metrics: Arc::new(http::metrics::Timings::default()),
+        cluster,
     });
     let gate = Arc::new(auth::Gate::new(a, tokens));
     server::Server {
         router: server::router(ctx, gate.clone(), a.max_body_kb << 10),
-        unix,
+        unix: Some(unix),
         tcp,
         max_connections: a.max_connections,
     }
@@ -321,10 +381,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             .map_err(io_err("verdict log"))?,
     );
     insp.spawn().map_err(io_err("sweeper thread"))?;
+    insp.bind_labels(node.labels());
     let shared = node.dp.shared();
     let node = Arc::new(Mutex::new(node));
     let sock = cfg.node.control_socket.clone();
-    start_api(&cfg, node.clone(), insp, shared)?;
+    let cluster = start_agent(&cfg, node.clone(), insp.clone())?;
+    start_api(&cfg, node.clone(), insp, shared, cluster)?;
     tracing::info!(node = cfg.node.name.as_str(), socket = %sock.display(), "guardwire running");
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -8,7 +8,7 @@ use super::record::windows::{Counts, Windows};
 use super::rulebook::{self, Revision, RuleBook};
 use crate::datapath::Shared;
 use crate::pipeline::app::Apps;
-use crate::pipeline::firewall::{Direction, RuleSet, RulesError};
+use crate::pipeline::firewall::{Direction, Labels, RuleSet, RulesError};
 use crate::pipeline::flow::{Flow, FlowKey, Sweep};
 use crate::pipeline::{Pipeline, parse::proto};
 use crate::switch::WorkloadId;
@@ -61,6 +61,8 @@ pub struct Inspection {
     update_ms: u64,
     book: Mutex<RuleBook>,
     totals: Mutex<Totals>,
+    /// Labels of the attached workloads, bound into every rule set installed.
+    attached: Mutex<Labels>,
 }
 
 /// Counts since start, for the metrics (bounded by workloads x categories and
@@ -118,6 +120,7 @@ impl Inspection {
             update_ms: update_secs.max(1) * 1000,
             book: Mutex::new(book),
             totals: Mutex::default(),
+            attached: Mutex::default(),
         };
         let rules = me.shared.pipeline.load().rules.clone();
         me.apply_bandwidth(&rules);
@@ -139,9 +142,8 @@ impl Inspection {
     /// the running rules stay. The text is kept (with who pushed it and when)
     /// before it is put in force, so a restart starts with it.
     pub fn push(&self, text: &str, origin: &str, by: &str) -> Result<Revision, PushError> {
-        let apps = self.shared.pipeline.load().apps.clone();
-        let rules = RuleSet::parse_with(text, origin, &apps).map_err(PushError::Invalid)?;
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let rules = self.parse(text, origin).map_err(PushError::Invalid)?;
         let rev = Revision {
             generation: self.shared.pipeline.load().generation + 1,
             hash: rulebook::hash(text),
@@ -160,6 +162,44 @@ impl Inspection {
             "rules installed"
         );
         Ok(rev)
+    }
+
+    /// Parses rule text against the node's applications, with the attached
+    /// workloads' labels bound in.
+    pub fn parse(&self, text: &str, origin: &str) -> Result<RuleSet, RulesError> {
+        let apps = self.shared.pipeline.load().apps.clone();
+        let attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        RuleSet::parse_bound(text, origin, Some(&apps), &attached)
+    }
+
+    /// Sets the labels of the attached workloads; when they changed, the
+    /// rules in force are bound again (and flows judged again), so a
+    /// `label = "..."` rule selects the workloads that are there now.
+    pub fn bind_labels(&self, labels: Labels) {
+        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut cur = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+            if *cur == labels {
+                return;
+            }
+            *cur = labels;
+        }
+        let Some(rev) = book.latest() else {
+            return;
+        };
+        let Some(text) = book.text(rev.generation) else {
+            return;
+        };
+        match self.parse(&text, &rev.origin) {
+            Ok(rules) => {
+                self.install(rules);
+                tracing::info!(
+                    generation = rev.generation,
+                    "rules bound to workload labels"
+                );
+            }
+            Err(e) => tracing::error!("binding workload labels: {e}"),
+        }
     }
 
     /// The rule text in force and its revision (none before the first push and

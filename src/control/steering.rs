@@ -8,6 +8,7 @@
 use super::files::{read_json, write_json};
 use super::http::types::{Attached, Detached, IdentityView, Workload, WorkloadCounters};
 use crate::datapath::{Datapath, WorkloadInfo};
+use crate::pipeline::firewall::Labels;
 use crate::port::ifindex;
 use crate::port::{PacketPort, PacketPortOptions, Port};
 use crate::steer::attach::{self, Attachment, Via};
@@ -32,6 +33,8 @@ pub struct AttachSpec {
     /// Addresses the workload may send from, beyond those learned at attach (a
     /// pod's interface); a VM's cannot be read, so they must be given here.
     pub identity: crate::pipeline::spoof::Identity,
+    /// Labels that `label = "..."` rules select it by.
+    pub labels: Vec<String>,
 }
 
 /// What survives a restart.
@@ -45,6 +48,9 @@ pub struct SteeringState {
     /// on_failure of attached workloads.
     #[serde(default)]
     pub on_failure: BTreeMap<String, OnFailure>,
+    /// Labels of attached workloads.
+    #[serde(default)]
+    pub labels: Labels,
 }
 
 /// One workload as the watchdog needs it (`watch.json` in the state dir).
@@ -230,6 +236,7 @@ impl Steering {
             self.state.attachments.remove(&name);
             self.state.modes.remove(&name);
             self.state.on_failure.remove(&name);
+            self.state.labels.remove(&name);
             self.state.save(&self.state_dir)?;
             self.write_watch()?;
             match intent.op.as_str() {
@@ -279,6 +286,7 @@ impl Steering {
             mode,
             on_failure,
             identity,
+            labels,
         } = spec;
         let default_name = match (&via, dev) {
             (Via::PodVeth { netns, .. }, _) => Path::new(netns)
@@ -354,6 +362,9 @@ impl Steering {
         self.state.modes.insert(name.clone(), mode);
         self.state.attachments.insert(name.clone(), a.clone());
         self.state.on_failure.insert(name.clone(), on_failure);
+        if !labels.is_empty() {
+            self.state.labels.insert(name.clone(), labels);
+        }
         if let Err(e) = self
             .state
             .save(&self.state_dir)
@@ -430,6 +441,7 @@ impl Steering {
         self.state.attachments.remove(name);
         self.state.modes.remove(name);
         self.state.on_failure.remove(name);
+        self.state.labels.remove(name);
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let note = match self
             .state
@@ -594,6 +606,12 @@ impl Steering {
     }
 
     /// Workloads with their ports, modes and counters.
+    /// Labels of the attached workloads, for binding into the rules.
+    pub fn labels(&self) -> Labels {
+        self.state.labels.clone()
+    }
+
+    /// Workloads with their ports, modes and counters.
     pub fn list(&self) -> Vec<Workload> {
         let stats = self.dp.stats();
         self.dp
@@ -610,6 +628,12 @@ impl Steering {
                 };
                 Workload {
                     attached: self.state.attachments.contains_key(&info.name),
+                    labels: self
+                        .state
+                        .labels
+                        .get(&info.name)
+                        .cloned()
+                        .unwrap_or_default(),
                     identity: IdentityView {
                         macs: info
                             .identity

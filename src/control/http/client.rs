@@ -101,6 +101,17 @@ impl Client {
             Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Io(e.to_string()))?,
             None => Vec::new(),
         };
+        self.call_bytes(method, path, body)
+    }
+
+    /// One call with a body as it is (rule text for the controller), answer
+    /// decoded as `T`.
+    pub fn call_bytes<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
         let (status, bytes) = self.rt.block_on(async {
             tokio::time::timeout(CALL_TIMEOUT, self.send(method, path, body))
                 .await
@@ -127,48 +138,7 @@ impl Client {
         path: &str,
         body: Vec<u8>,
     ) -> Result<(u16, Bytes), ClientError> {
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "guardwire")
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        let (at, io) = match &self.endpoint {
-            Endpoint::Unix(p) => {
-                let s = tokio::net::UnixStream::connect(p).await;
-                (
-                    p.display().to_string(),
-                    s.map(|s| Box::new(s) as Box<dyn Io>),
-                )
-            }
-            Endpoint::Tcp { addr, token } => {
-                req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-                let s = tokio::net::TcpStream::connect(addr.as_str()).await;
-                (addr.clone(), s.map(|s| Box::new(s) as Box<dyn Io>))
-            }
-        };
-        let io = io.map_err(|e| ClientError::Connect {
-            at,
-            why: e.to_string(),
-        })?;
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| ClientError::Io(e.to_string()))?;
-        tokio::spawn(conn);
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ClientError::Io(e.to_string()))?;
-        let resp = tx
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Io(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Io(e.to_string()))?
-            .to_bytes();
-        Ok((status, bytes))
+        request(&self.endpoint, method, path, body).await
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -278,3 +248,55 @@ impl Client {
 /// A connection the client can speak HTTP over.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// One HTTP/1 request to a daemon's API (the async core of [`Client`], for
+/// callers that already run in a runtime): status and body.
+pub async fn request(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Bytes), ClientError> {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "guardwire")
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    let (at, io) = match endpoint {
+        Endpoint::Unix(p) => {
+            let s = tokio::net::UnixStream::connect(p).await;
+            (
+                p.display().to_string(),
+                s.map(|s| Box::new(s) as Box<dyn Io>),
+            )
+        }
+        Endpoint::Tcp { addr, token } => {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+            let s = tokio::net::TcpStream::connect(addr.as_str()).await;
+            (addr.clone(), s.map(|s| Box::new(s) as Box<dyn Io>))
+        }
+    };
+    let io = io.map_err(|e| ClientError::Connect {
+        at,
+        why: e.to_string(),
+    })?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| ClientError::Io(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| ClientError::Io(e.to_string()))?;
+    let resp = tx
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Io(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Io(e.to_string()))?
+        .to_bytes();
+    Ok((status, bytes))
+}

@@ -26,7 +26,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 #[openapi(
     info(title = "guardwire node API", description = "Every verb of a guardwire node: workloads and steering modes, rules, the verdict log, flows, usage, counters."),
     paths(
-        routes::whoami, routes::node, routes::health, routes::ready, routes::stats, routes::macs,
+        routes::whoami, routes::node, routes::health, routes::ready, routes::cluster, routes::stats, routes::macs,
         routes::workloads, routes::workload, routes::attach_pod, routes::attach_vm, routes::detach,
         routes::set_mode, routes::rules, routes::validate, routes::push, routes::history,
         routes::rollback, routes::log, routes::flows, routes::log_stream, routes::usage,

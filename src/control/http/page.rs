@@ -1,5 +1,5 @@
-//! The node's web page (the patent's Fig. 8 management plane): three files
-//! embedded in the binary, served with a policy that lets them load nothing
+//! The web pages of a node and of the controller (the patent's Fig. 8
+//! management plane): three files each, embedded in the binary, served with a policy that lets them load nothing
 //! from anywhere else.
 
 use axum::http::{HeaderValue, header};
@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+const CTL_INDEX: &str = include_str!("../../cluster/controller/assets/index.html");
+const CTL_JS: &str = include_str!("../../cluster/controller/assets/app.js");
+const CTL_CSS: &str = include_str!("../../cluster/controller/assets/app.css");
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut r = body.into_response();
@@ -40,4 +43,19 @@ pub async fn app_js() -> Response {
 /// `/assets/app.css`
 pub async fn app_css() -> Response {
     asset(APP_CSS, "text/css; charset=utf-8")
+}
+
+/// The controller's `/`
+pub async fn controller_index() -> Response {
+    asset(CTL_INDEX, "text/html; charset=utf-8")
+}
+
+/// The controller's `/assets/app.js`
+pub async fn controller_js() -> Response {
+    asset(CTL_JS, "text/javascript; charset=utf-8")
+}
+
+/// The controller's `/assets/app.css`
+pub async fn controller_css() -> Response {
+    asset(CTL_CSS, "text/css; charset=utf-8")
 }

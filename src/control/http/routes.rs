@@ -7,6 +7,7 @@ use super::auth::Caller;
 use super::error::{Answer, Refusal};
 use super::extract::{Body, Params};
 use super::types::*;
+use crate::cluster::agent::ClusterView;
 use crate::control::inspection::{Inspection, PushError, UsageReport};
 use crate::control::record::{self, Filter};
 use crate::control::rulebook::{self, Revision};
@@ -38,6 +39,8 @@ pub struct Ctx {
     pub name: String,
     /// Histograms of operations.
     pub metrics: Arc<super::metrics::Timings>,
+    /// The cluster agent's view, when `[cluster]` is configured.
+    pub cluster: Option<Arc<Mutex<ClusterView>>>,
 }
 
 type St = State<Arc<Ctx>>;
@@ -100,6 +103,19 @@ pub async fn health(State(ctx): St) -> Answer<Health> {
     Ok(Json(health_of(&ctx)))
 }
 
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "node",
+    responses((status = 200, description = "the store link and the set in force", body = ClusterView),
+        (status = 404, description = "not in a cluster", body = ApiError),
+        (status = 401, body = ApiError)))]
+pub async fn cluster(State(ctx): St) -> Answer<ClusterView> {
+    match &ctx.cluster {
+        Some(v) => Ok(Json(v.lock().unwrap_or_else(|e| e.into_inner()).clone())),
+        None => Err(Refusal::not_found(
+            "this node is not in a cluster (no [cluster] in its config)",
+        )),
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/ready", tag = "node",
     responses((status = 200, description = "every datapath worker runs", body = Health),
         (status = 503, description = "a worker is gone", body = Health),
@@ -141,6 +157,14 @@ fn spec(o: AttachOptions) -> Result<AttachSpec, Refusal> {
             crate::switch::parse_mac(m).map_err(|e| Refusal::field(format!("macs[{i}]"), e))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    for (i, l) in o.labels.iter().enumerate() {
+        if l.is_empty() || l.len() > 253 || l.chars().any(char::is_control) {
+            return Err(Refusal::field(
+                format!("labels[{i}]"),
+                "a label is 1 to 253 printable characters",
+            ));
+        }
+    }
     Ok(AttachSpec {
         name: o.name,
         mode: o.mode,
@@ -150,7 +174,16 @@ fn spec(o: AttachOptions) -> Result<AttachSpec, Refusal> {
             ips: o.ips,
             router: o.router,
         },
+        labels: o.labels,
     })
+}
+
+/// Binds the attached workloads' labels into the rules after an attach or
+/// detach.
+async fn rebind(ctx: &Arc<Ctx>) {
+    if let Ok(labels) = steer(ctx, |n| Ok(n.labels())).await {
+        ctx.insp.bind_labels(labels);
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/workloads/pod", tag = "workloads", request_body = AttachPod,
@@ -165,6 +198,7 @@ pub async fn attach_pod(State(ctx): St, Body(req): Body<AttachPod>) -> Answer<At
     };
     let r = steer(&ctx, move |n| n.attach(via, None, spec)).await;
     ctx.metrics.attach.observe(t0.elapsed().as_secs_f64());
+    rebind(&ctx).await;
     r.map(Json)
 }
 
@@ -178,6 +212,7 @@ pub async fn attach_vm(State(ctx): St, Body(req): Body<AttachVm>) -> Answer<Atta
     let dev = req.dev;
     let r = steer(&ctx, move |n| n.attach(via, Some(&dev), spec)).await;
     ctx.metrics.attach.observe(t0.elapsed().as_secs_f64());
+    rebind(&ctx).await;
     r.map(Json)
 }
 
@@ -186,7 +221,9 @@ pub async fn attach_vm(State(ctx): St, Body(req): Body<AttachVm>) -> Answer<Atta
     responses((status = 200, body = Detached), (status = 400, body = ApiError),
         (status = 404, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub async fn detach(State(ctx): St, Path(name): Path<String>) -> Answer<Detached> {
-    steer(&ctx, move |n| n.detach(&name)).await.map(Json)
+    let r = steer(&ctx, move |n| n.detach(&name)).await;
+    rebind(&ctx).await;
+    r.map(Json)
 }
 
 #[utoipa::path(put, path = "/api/v1/workloads/{name}/mode", tag = "workloads", request_body = SetMode,

@@ -70,6 +70,7 @@ pub fn router(ctx: Arc<Ctx>, gate: Arc<Gate>, max_body: usize) -> Router {
         .route("/api/v1/node", get(routes::node))
         .route("/api/v1/health", get(routes::health))
         .route("/api/v1/ready", get(routes::ready))
+        .route("/api/v1/cluster", get(routes::cluster))
         .route("/api/v1/stats", get(routes::stats))
         .route("/api/v1/macs", get(routes::macs))
         .route("/api/v1/workloads", get(routes::workloads))
@@ -93,11 +94,18 @@ pub fn router(ctx: Arc<Ctx>, gate: Arc<Gate>, max_body: usize) -> Router {
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::app_js))
         .route("/assets/app.css", get(page::app_css))
+        .with_state(ctx);
+    guarded(api, gate, max_body)
+}
+
+/// A router behind the auth layer and the request limits (the node's API and
+/// the controller's alike); unknown paths and methods answer JSON errors.
+pub fn guarded(api: Router, gate: Arc<Gate>, max_body: usize) -> Router {
+    let api = api
         .fallback(|| async { Refusal::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
-        })
-        .with_state(ctx);
+        });
     bounded(
         api.layer(axum::middleware::from_fn_with_state(gate, auth::authorize)),
         max_body,
@@ -253,8 +261,8 @@ pub fn tls_config(cfg: &ApiConfig) -> Result<Option<Arc<rustls::ServerConfig>>, 
 pub struct Server {
     /// The router.
     pub router: Router,
-    /// The Unix socket (bound, non-blocking).
-    pub unix: std::os::unix::net::UnixListener,
+    /// The Unix socket (bound, non-blocking); none for the controller.
+    pub unix: Option<std::os::unix::net::UnixListener>,
     /// The TCP listener (bound, non-blocking), with its TLS config and allowed prefixes.
     pub tcp: Option<(
         std::net::TcpListener,
@@ -292,24 +300,33 @@ impl Server {
             tcp,
             max_connections,
         } = self;
-        let unix = match tokio::net::UnixListener::from_std(unix) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("API Unix socket: {e}");
-                return;
+        let mut tasks = Vec::new();
+        if let Some(unix) = unix {
+            match tokio::net::UnixListener::from_std(unix) {
+                Ok(l) => tasks.push(tokio::spawn(serve_unix(l, router.clone(), max_connections))),
+                Err(e) => {
+                    tracing::error!("API Unix socket: {e}");
+                    return;
+                }
             }
-        };
-        let r = router.clone();
-        let unix_task = tokio::spawn(serve_unix(unix, r, max_connections));
+        }
         if let Some((l, tls, allow)) = tcp {
             match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => {
-                    tokio::spawn(serve_tcp(l, tls, allow, router, max_connections));
+                    tasks.push(tokio::spawn(serve_tcp(
+                        l,
+                        tls,
+                        allow,
+                        router,
+                        max_connections,
+                    )));
                 }
                 Err(e) => tracing::error!("API TCP listener: {e}"),
             }
         }
-        let _ = unix_task.await;
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 }
 

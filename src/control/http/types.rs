@@ -101,6 +101,10 @@ pub struct Workload {
     pub attached: bool,
     /// Its addresses.
     pub identity: IdentityView,
+    /// Labels it was attached with (rules select it by these and by those
+    /// of its `[workload.NAME]` table).
+    #[serde(default)]
+    pub labels: Vec<String>,
     /// Its ports' counters.
     pub counters: WorkloadCounters,
 }
@@ -130,6 +134,10 @@ pub struct AttachOptions {
     /// (dropped from every other workload).
     #[serde(default)]
     pub router: bool,
+    /// Labels that `label = "..."` rules select it by ("app=web"); from
+    /// `attach --label` or, through the CNI plugin, the pod's namespace and name.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 /// Attach a live pod: its CNI veth moves into sec ns.

@@ -24,6 +24,10 @@ use index::{FastMap, Index};
 use std::fmt;
 use std::net::IpAddr;
 
+/// Labels of workloads by name, beyond those a rule file gives them (the
+/// labels they were attached with).
+pub type Labels = std::collections::BTreeMap<String, Vec<String>>;
+
 /// Which way a flow goes, as the flow sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -310,6 +314,8 @@ pub struct RuleSet {
     decide: Index,
     /// Index over `log` rules.
     log: Index,
+    /// Node labels a cluster node must all carry to apply the set (empty: every node).
+    nodes: Vec<String>,
 }
 
 impl fmt::Debug for RuleSet {
@@ -328,16 +334,38 @@ impl fmt::Debug for RuleSet {
 impl RuleSet {
     /// Parses and checks a rule file; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
-        let p = parse::parse(text, origin, None)?;
-        Ok(RuleSet::build(p.rules, p.default, p.names, p.policies))
+        RuleSet::parse_bound(text, origin, None, &Labels::new())
     }
 
     /// As [`RuleSet::parse`], also refusing application and category names
     /// `apps` does not know (with the closest known one as a suggestion): such
     /// a rule would silently never match.
     pub fn parse_with(text: &str, origin: &str, apps: &Apps) -> Result<RuleSet, RulesError> {
-        let p = parse::parse(text, origin, Some(apps))?;
-        Ok(RuleSet::build(p.rules, p.default, p.names, p.policies))
+        RuleSet::parse_bound(text, origin, Some(apps), &Labels::new())
+    }
+
+    /// As [`RuleSet::parse_with`] (names checked when `apps` is given), with
+    /// the labels of the attached workloads bound into `label = "..."` rules.
+    pub fn parse_bound(
+        text: &str,
+        origin: &str,
+        apps: Option<&Apps>,
+        attached: &Labels,
+    ) -> Result<RuleSet, RulesError> {
+        let p = parse::parse(text, origin, apps, attached)?;
+        let mut set = RuleSet::build(p.rules, p.default, p.names, p.policies);
+        set.nodes = p.nodes;
+        Ok(set)
+    }
+
+    /// The node labels the set is for (top-level `nodes`; empty: every node).
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// Whether a node carrying `labels` applies the set.
+    pub fn selects(&self, labels: &[String]) -> bool {
+        self.nodes.iter().all(|n| labels.contains(n))
     }
 
     /// No rules, default allow.
@@ -366,6 +394,7 @@ impl RuleSet {
             policies,
             decide,
             log,
+            nodes: Vec::new(),
         }
     }
 

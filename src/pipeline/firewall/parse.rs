@@ -2,8 +2,8 @@
 //! line and key named.
 
 use super::{
-    Action, AutoBandwidth, Direction, Limit, Prefix, Rule, RulesError, Scope, Shape, Verdict,
-    WorkloadPolicy, parse_rate, parse_size, prefix_mask,
+    Action, AutoBandwidth, Direction, Labels, Limit, Prefix, Rule, RulesError, Scope, Shape,
+    Verdict, WorkloadPolicy, parse_rate, parse_size, prefix_mask,
 };
 use crate::pipeline::app::Apps;
 use serde::Deserialize;
@@ -16,6 +16,7 @@ use toml::{Spanned, Value};
 #[serde(deny_unknown_fields)]
 struct RawFile {
     default: Option<Spanned<String>>,
+    nodes: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     workload: BTreeMap<Spanned<String>, RawWorkload>,
     #[serde(default)]
@@ -68,6 +69,7 @@ pub(crate) struct Parsed {
     pub default: Action,
     pub names: Vec<String>,
     pub policies: Vec<Option<WorkloadPolicy>>,
+    pub nodes: Vec<String>,
 }
 
 /// The file being parsed, for turning spans into lines.
@@ -576,9 +578,27 @@ fn default_burst(rate: u64) -> u64 {
 }
 
 /// Parses a whole rule file.
-pub(crate) fn parse(text: &str, origin: &str, apps: Option<&Apps>) -> Result<Parsed, RulesError> {
+///
+/// `attached` gives labels of workloads beyond those the file's
+/// `[workload.NAME]` tables give (the labels they were attached with), so
+/// `label = "..."` rules select them too.
+pub(crate) fn parse(
+    text: &str,
+    origin: &str,
+    apps: Option<&Apps>,
+    attached: &Labels,
+) -> Result<Parsed, RulesError> {
     let cx = Ctx { text, origin, apps };
     let raw: RawFile = toml::from_str(text).map_err(|e| syntax(&cx, e))?;
+    let nodes = match &raw.nodes {
+        Some(n) => {
+            if n.get_ref().iter().any(String::is_empty) {
+                return Err(cx.invalid(n.span(), "nodes", "empty node label"));
+            }
+            n.get_ref().clone()
+        }
+        None => Vec::new(),
+    };
     let default = raw
         .default
         .as_ref()
@@ -603,6 +623,20 @@ pub(crate) fn parse(text: &str, origin: &str, apps: Option<&Apps>) -> Result<Par
             let v = by_label.entry(l.as_str()).or_default();
             // A label listed twice by one workload counts once.
             if v.last() != Some(&wid) {
+                v.push(wid);
+            }
+        }
+    }
+
+    for (name, labels) in attached {
+        let wid = *ids.entry(name.clone()).or_insert_with(|| {
+            names.push(name.clone());
+            policies.push(None);
+            names.len() as u32 - 1
+        });
+        for l in labels {
+            let v = by_label.entry(l.as_str()).or_default();
+            if !v.contains(&wid) {
                 v.push(wid);
             }
         }
@@ -783,5 +817,6 @@ pub(crate) fn parse(text: &str, origin: &str, apps: Option<&Apps>) -> Result<Par
         default,
         names,
         policies,
+        nodes,
     })
 }

@@ -995,3 +995,45 @@ fn unknown_app_and_category_names_are_refused_with_a_suggestion() {
         .unwrap();
     rs("[[rule]]\ncategory = \"gamng\"\naction = \"deny\"\n");
 }
+
+#[test]
+fn attached_labels_bind_into_label_rules() {
+    let text = r#"
+nodes = ["zone=a"]
+[workload.pod1]
+labels = ["tier=db"]
+[[rule]]
+label = "app=web"
+action = "deny"
+[[rule]]
+label = "tier=db"
+action = "reject"
+"#;
+    let mut attached = Labels::new();
+    attached.insert(
+        "pod2".into(),
+        vec!["app=web".into(), "namespace=prod".into()],
+    );
+    attached.insert("pod1".into(), vec!["app=web".into()]);
+    let r = RuleSet::parse_bound(text, "t", None, &attached).unwrap();
+    let on = |w: &'static str| FlowFacts {
+        workload: w,
+        ..tcp("1.1.1.1", "2.2.2.2", 80)
+    };
+    // pod1 carries the file's label and the attached one; the first rule wins.
+    assert_eq!(hit(&r, &on("pod1")), Some(0));
+    assert_eq!(hit(&r, &on("pod2")), Some(0));
+    assert_eq!(hit(&r, &on("pod3")), None);
+    // The same text unbound selects only by the file's labels.
+    let plain = RuleSet::parse(text, "t").unwrap();
+    assert_eq!(hit(&plain, &on("pod2")), None);
+    assert_eq!(hit(&plain, &on("pod1")), Some(1));
+    assert_eq!(r.nodes(), ["zone=a"]);
+    assert!(r.selects(&["role=x".into(), "zone=a".into()]));
+    assert!(!r.selects(&["zone=b".into()]));
+    assert!(RuleSet::parse("", "t").unwrap().selects(&[]));
+    let e = RuleSet::parse("nodes = [\"\"]", "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nodes") && e.contains("line 1"), "{e}");
+}
