@@ -6,12 +6,13 @@ use crate::cluster::store::{self, HistoryEntry, NodeStatus, StoredSet};
 use crate::control::http::auth::Caller;
 use crate::control::http::client::{self, Endpoint};
 use crate::control::http::error::{Answer, Refusal};
+use crate::control::http::extract::{Params, Text};
 use crate::control::http::types::{LogEntry, LogPage, LogQuery};
 use crate::control::record::log::now_ms;
 use crate::control::rulebook;
 use crate::pipeline::firewall::{RuleSet, RulesError};
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
@@ -256,7 +257,11 @@ pub struct Validated {
 }
 
 /// `POST /api/v1/rulesets/{name}/validate`
-pub async fn validate(State(ctl): St, Path(name): Path<String>, text: String) -> Answer<Validated> {
+pub async fn validate(
+    State(ctl): St,
+    Path(name): Path<String>,
+    Text(text): Text,
+) -> Answer<Validated> {
     name_ok(&name)?;
     let r = RuleSet::parse_with(&text, &name, &ctl.apps).map_err(rules_refusal)?;
     Ok(Json(Validated {
@@ -275,7 +280,7 @@ pub struct Diff {
 }
 
 /// `POST /api/v1/rulesets/{name}/diff`
-pub async fn diff(State(ctl): St, Path(name): Path<String>, text: String) -> Answer<Diff> {
+pub async fn diff(State(ctl): St, Path(name): Path<String>, Text(text): Text) -> Answer<Diff> {
     name_ok(&name)?;
     let cur = ctl.set(&name).await?;
     let (old, revision) = cur.map_or((String::new(), 0), |s| (s.text, s.revision));
@@ -316,9 +321,9 @@ fn subject(caller: Option<Extension<Caller>>) -> String {
 pub async fn put_set(
     State(ctl): St,
     Path(name): Path<String>,
-    Query(q): Query<PushQuery>,
+    Params(q): Params<PushQuery>,
     caller: Option<Extension<Caller>>,
-    text: String,
+    Text(text): Text,
 ) -> Answer<Pushed> {
     let origin = q.origin.unwrap_or_else(|| "api".into());
     ctl.write(&name, &text, q.if_revision, &origin, &subject(caller))
@@ -603,7 +608,7 @@ pub struct Traffic {
 }
 
 /// `GET /api/v1/traffic`
-pub async fn traffic(State(ctl): St, Query(q): Query<TrafficQuery>) -> Answer<Traffic> {
+pub async fn traffic(State(ctl): St, Params(q): Params<TrafficQuery>) -> Answer<Traffic> {
     let limit = q.limit.unwrap_or(200);
     if !(1..=TRAFFIC_LIMIT).contains(&limit) {
         return Err(Refusal::field(
