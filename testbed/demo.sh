@@ -5,28 +5,39 @@
 # re-adopts everything, and detaches, leaving the node as it was. Run as root:
 #
 #   testbed/demo.sh [--no-build] [--no-wait] [--port N]
+#   testbed/demo.sh --cluster [--no-build] [--no-wait] [--port N] [--keep]
 #
 # --no-build skips `cargo build --release`. Midway the node's web page is
 # opened on http://127.0.0.1:PORT/ (default 7443, a forward into the test bed's
 # management link) and the demo waits for Enter while you look at it; --no-wait
 # (or no terminal on stdin) goes straight on. Everything is torn down on exit,
 # on error and on Ctrl-C.
+# --cluster: three nodes, a three-member etcd and the controller
+# (testbed/cluster.sh); one rule set pushed once through the controller, then
+# the same flow blocked on every node while another passes; the controller's
+# page on http://127.0.0.1:PORT/. --keep leaves the cluster up at the end.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(dirname "$SCRIPT_DIR")
 NODE_SH=$SCRIPT_DIR/node.sh
+CLUSTER_SH=$SCRIPT_DIR/cluster.sh
 PREFIX=gwdemo
 BUILD=1
 WAIT=1
 PAGE_PORT=7443
+CLUSTER=0
+KEEP=0
+CL_PREFIX=gwdc
 
 while [[ $# -gt 0 ]]; do
     case $1 in
     --no-build) BUILD=0; shift ;;
     --no-wait) WAIT=0; shift ;;
     --port) PAGE_PORT=${2:?--port needs a number}; shift 2 ;;
-    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    --cluster) CLUSTER=1; shift ;;
+    --keep) KEEP=1; shift ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -52,6 +63,20 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 else
     note "iproute2, iperf3, ethtool, ping, sysctl, socat, curl and the CNI plugins are present"
 fi
+if [[ $CLUSTER == 1 ]]; then
+    cl_missing=()
+    [[ -x /usr/bin/etcd ]] || cl_missing+=(etcd-server)
+    command -v etcdctl >/dev/null || cl_missing+=(etcd-client)
+    command -v openssl >/dev/null || cl_missing+=(openssl)
+    command -v python3 >/dev/null || cl_missing+=(python3)
+    if [[ ${#cl_missing[@]} -gt 0 ]]; then
+        note "missing for --cluster: ${cl_missing[*]}; installing"
+        apt-get update
+        apt-get install -y --no-install-recommends "${cl_missing[@]}"
+    else
+        note "etcd, etcdctl, openssl and python3 are present"
+    fi
+fi
 
 if [[ $BUILD == 1 ]]; then
     command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (edition 2024), or use --no-build with binaries already built"
@@ -65,6 +90,177 @@ if [[ -z ${GW_BIN_DIR:-} ]]; then
 fi
 export GW_BIN_DIR
 note "binaries from $GW_BIN_DIR"
+
+if [[ $CLUSTER == 1 ]]; then
+    cluster_demo() {
+        local uplog env_lines i rev t0 line
+        cl_cleanup() {
+            local rc=$?
+            trap - EXIT INT TERM
+            case $rc in
+            0) ;;
+            130 | 143) printf '\ninterrupted\n' ;;
+            *) printf '\ndemo FAILED (exit %s) in the step above\n' "$rc" ;;
+            esac
+            [[ -n ${PAGE_FWD:-} ]] && kill "$PAGE_FWD" 2>/dev/null
+            if [[ $KEEP == 1 && $rc == 0 ]]; then
+                section "Kept"
+                note "the cluster stays up: testbed/cluster.sh env $CL_PREFIX; remove it with testbed/cluster.sh down $CL_PREFIX"
+                note "page again: socat TCP-LISTEN:$PAGE_PORT,bind=127.0.0.1,reuseaddr,fork EXEC:'ip netns exec $CL_NS socat STDIO TCP:${CONTROLLER_URL#http://}'"
+            else
+                section "Teardown"
+                "$CLUSTER_SH" down "$CL_PREFIX" || true
+                note "cluster $CL_PREFIX removed"
+            fi
+            exit "$rc"
+        }
+        trap cl_cleanup EXIT
+        trap 'exit 130' INT
+        trap 'exit 143' TERM
+
+        ctl() { # METHOD PATH [curl args...]: the controller's API with the admin token
+            local m=$1 p=$2
+            shift 2
+            ip netns exec "$CL_NS" curl -sS -m 5 -X "$m" -H "Authorization: Bearer $(cat "$CONTROLLER_ADMIN_TOKEN_FILE")" \
+                "$@" "$CONTROLLER_URL$p"
+        }
+        probe() { # NODE PORT: one TCP connection from the node's pod1 to its peer
+            local env=NODE_ENV_$1 pod peer
+            pod=$(sed -n 's/^POD_NS_1=//p' "${!env}")
+            peer=$(sed -n 's/^PEER_IP=//p' "${!env}")
+            ip netns exec "$pod" python3 -c '
+import socket, sys
+s = socket.socket(); s.settimeout(1.5)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2]))); print("passes (" + s.recv(16).decode().strip() + ")")
+except socket.timeout:
+    print("BLOCKED (no answer)")
+except OSError as e:
+    print("BLOCKED (%s)" % e)' "$peer" "$2"
+        }
+
+        section "Building cluster '$CL_PREFIX': etcd (3 members, TLS with client certificates), the controller, 3 nodes with 2 pods each"
+        "$CLUSTER_SH" down "$CL_PREFIX" 2>/dev/null || true # leftovers of an interrupted run
+        uplog=$(mktemp)
+        t0=$SECONDS
+        env_lines=$("$CLUSTER_SH" up "$CL_PREFIX" --nodes 3 --pods 2 2>"$uplog") || {
+            cat "$uplog" >&2
+            rm -f "$uplog"
+            die "cluster.sh up failed"
+        }
+        rm -f "$uplog"
+        eval "$env_lines"
+        note "built in $((SECONDS - t0)) s"
+        note "management ns $CL_NS: etcd $ETCD_ENDPOINTS, controller $CONTROLLER_URL"
+        for ((i = 1; i <= NODES; i++)); do
+            line=NODE_PREFIX_$i api=NODE_API_URL_$i labels=NODE_LABELS_$i eps=NODE_ETCD_ENDPOINTS_$i
+            note "node ${!line}: labels ${!labels}, API ${!api}, etcd over its management link ${!eps%%,*},..."
+        done
+        echo "  -- etcd members --"
+        "$ETCDCTL" endpoint status -w table 2>&1 | sed 's/^/  /'
+
+        # A server on every node's peer, on two ports.
+        for ((i = 1; i <= NODES; i++)); do
+            env=NODE_ENV_$i
+            peer_ns=$(sed -n 's/^NS_PEER=//p' "${!env}")
+            ip netns exec "$peer_ns" python3 -c '
+import socket, threading
+def serve(p):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", p)); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.sendall(b"ok\n"); c.close()
+for p in (5001, 5002):
+    threading.Thread(target=serve, args=(p,), daemon=True).start()
+threading.Event().wait()' </dev/null >/dev/null 2>&1 &
+        done
+        for ((i = 1; i <= NODES; i++)); do
+            env=NODE_ENV_$i
+            peer_ns=$(sed -n 's/^NS_PEER=//p' "${!env}")
+            for _ in $(seq 50); do
+                [[ $(ip netns exec "$peer_ns" ss -Hltn '( sport = :5001 or sport = :5002 )' | wc -l) -ge 2 ]] && break
+                sleep 0.1
+            done
+        done
+
+        section "1. Before any rule: pod1 -> peer:5001 and pod1 -> peer:5002 on every node"
+        for ((i = 1; i <= NODES; i++)); do
+            line=NODE_PREFIX_$i
+            note "${!line}: :5001 $(probe "$i" 5001), :5002 $(probe "$i" 5002)"
+        done
+
+        section "2. One rule set, pushed once, through the controller"
+        cat >"$CL_STATE/demo-rules.toml" <<'EOF2'
+default = "allow"
+[[rule]]
+id = "no-5001"
+proto = "tcp"
+dst_ports = 5001
+action = "deny"
+EOF2
+        sed 's/^/  /' "$CL_STATE/demo-rules.toml"
+        note "\$ guardwire rules push demo-rules.toml --cluster $CONTROLLER_URL --token-file $CONTROLLER_ADMIN_TOKEN_FILE"
+        ip netns exec "$CL_NS" "$GW_BIN_DIR/guardwire" rules push "$CL_STATE/demo-rules.toml" \
+            --cluster "$CONTROLLER_URL" --token-file "$CONTROLLER_ADMIN_TOKEN_FILE" 2>&1 | sed 's/^/  /'
+        rev=$(ctl GET /api/v1/rulesets/default | python3 -c 'import json,sys; print(json.load(sys.stdin)["revision"])')
+        note "the set is revision $rev in etcd (key /guardwire/v1/rulesets/default)"
+
+        section "3. Waiting for the nodes (each watches etcd and applies it)"
+        t0=$SECONDS
+        while :; do
+            line=$(ctl GET /api/v1/nodes | python3 -c '
+import json, sys
+rev = int(sys.argv[1])
+d = json.load(sys.stdin)
+s = [x for x in d.get("summary", []) if x["ruleset"] == "default"]
+s = s[0] if s else {"realized": 0, "total": 0, "revision": 0}
+print(s["realized"], s["total"], s["revision"])' "$rev" 2>/dev/null || echo "0 0 0")
+            read -r realized total srev <<<"$line"
+            if [[ $srev == "$rev" && $realized == "$total" && $total == "$NODES" ]]; then
+                note "realized on $realized of $total (revision $rev) after $((SECONDS - t0)) s"
+                break
+            fi
+            ((SECONDS - t0 < 30)) || die "not realized on every node within 30 s (last: $realized of $total, revision $srev)"
+            sleep 0.3
+        done
+        echo "  -- GET /api/v1/nodes: desired vs applied --"
+        ctl GET /api/v1/nodes | python3 -c '
+import json, sys
+for n in json.load(sys.stdin)["nodes"]:
+    print("   %-6s alive=%-5s labels=%-22s set=%s desired=%s applied=%s error=%s" % (n["name"], n["alive"],
+          ",".join(n["labels"]), n["ruleset"], n["desired"], n["applied"], n["error"]))'
+
+        section "4. The same flow on every node: pod1 -> peer:5001 blocked, pod1 -> peer:5002 passes"
+        for ((i = 1; i <= NODES; i++)); do
+            line=NODE_PREFIX_$i
+            note "${!line}: :5001 $(probe "$i" 5001), :5002 $(probe "$i" 5002)"
+        done
+        echo "  -- node ${NODE_PREFIX_1}'s own view (GET /api/v1/cluster on its socket) --"
+        curl -sS -m 5 --unix-socket "$NODE_SOCK_1" http://guardwire/api/v1/cluster | python3 -m json.tool | sed 's/^/  /'
+
+        section "5. The controller's page (rules, nodes: realized on N of M, traffic of chosen nodes)"
+        printf '#!/bin/sh\nexec ip netns exec %s socat STDIO TCP:%s\n' "$CL_NS" "${CONTROLLER_URL#http://}" >"$CL_STATE/page-forward"
+        chmod 700 "$CL_STATE/page-forward"
+        socat "TCP-LISTEN:$PAGE_PORT,bind=127.0.0.1,reuseaddr,fork" "EXEC:$CL_STATE/page-forward" &
+        PAGE_FWD=$!
+        for _ in $(seq 50); do
+            curl -sf -o /dev/null "http://127.0.0.1:$PAGE_PORT/api/v1/health" && break
+            sleep 0.1
+        done
+        note "page:          http://127.0.0.1:$PAGE_PORT/   (a forward to $CONTROLLER_URL in $CL_NS)"
+        note "admin token:   $(cat "$CONTROLLER_ADMIN_TOKEN_FILE")"
+        note "viewer token:  $(cat "$CONTROLLER_VIEWER_TOKEN_FILE")"
+        note "from another machine: ssh -L $PAGE_PORT:127.0.0.1:$PAGE_PORT root@THIS-HOST, then open the same URL"
+        if [[ $WAIT == 1 && -t 0 ]]; then
+            read -r -p "  Open the page, log in with the admin token; press Enter to go on ($([[ $KEEP == 1 ]] && echo keep || echo teardown)) " _
+        fi
+
+        section "Done"
+        note "all steps passed"
+    }
+    cluster_demo
+    exit 0
+fi
 
 cleanup() {
     local rc=$?

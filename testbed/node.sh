@@ -2,11 +2,23 @@
 # guardwire test bed: one "node" built from network namespaces.
 #
 #   node.sh up   PREFIX [--pods N] [--vm] [--forwarder guardwire|bridge|none] [--workers N] [--live]
+#                       [--mgmt-ns NS] [--mgmt-net A.B.C] [--config-extra FILE] [--api-allow CIDR]...
+#                       [--admin-token-file F] [--viewer-token-file F]
 #
 # --live: leave the workloads where CNI and the hypervisor put them and start
 # guardwire with no workload: `guardwire attach` steers them in afterwards.
+# --mgmt-ns NS: the management end of the management link goes into the
+# existing namespace NS (as gwm-PREFIX) instead of the node's host ns (as gwmgmt);
+# --mgmt-net A.B.C: the link's addresses are A.B.C.1 (management side) and
+# A.B.C.2 (sec ns, the API) instead of 10.98.0.1/10.98.0.2. testbed/cluster.sh
+# uses both to hang several nodes off one management namespace.
+# --config-extra FILE: appended to the generated guardwire.toml (e.g. [cluster]).
+# --api-allow CIDR: another source allowed on the node API (api.allow_from).
+# --admin-token-file/--viewer-token-file: the API's token files (api.*_token_file).
 #   node.sh down PREFIX     # idempotent, never fails when already gone
 #   node.sh env  PREFIX     # KEY=VALUE lines, shell-sourceable
+#   node.sh gw-stop  PREFIX [--kill]   # stop the node's guardwire (SIGTERM, or SIGKILL)
+#   node.sh gw-start PREFIX            # start it again with the same config
 #
 # See testbed/README.md for the topology. Everything a node creates lives in
 # namespaces named PREFIX-* and in the state dir /run/guardwire-testbed/PREFIX/.
@@ -30,6 +42,8 @@ PEER_GW=10.99.0.1
 MGMT_IP=10.98.0.1
 API_IP=10.98.0.2
 API_PORT=7443
+MGMT_NS=""  # empty: the node's host ns (set_prefix fills it in)
+MGMT_IF=gwmgmt
 VM_IP=10.244.0.200
 VM_MAC=52:54:00:12:34:01
 VM_TAP=tap-vm1
@@ -41,9 +55,12 @@ STATE=""
 usage() {
     cat >&2 <<'EOF'
 usage: node.sh up   PREFIX [--pods N] [--vm] [--forwarder guardwire|bridge|none] [--workers N] [--live]
-                           [--log-ring N]
+                           [--log-ring N] [--mgmt-ns NS] [--mgmt-net A.B.C] [--config-extra FILE]
+                           [--api-allow CIDR]... [--admin-token-file F] [--viewer-token-file F]
        node.sh down PREFIX
        node.sh env  PREFIX
+       node.sh gw-stop  PREFIX [--kill]
+       node.sh gw-start PREFIX
 EOF
     exit 2
 }
@@ -58,6 +75,7 @@ set_prefix() {
     NS_HOST=$PREFIX-host
     NS_SEC=$PREFIX-sec
     NS_PEER=$PREFIX-peer
+    MGMT_NS=$NS_HOST
 }
 
 ns_exists() { [[ -e /var/run/netns/$1 ]]; }
@@ -254,13 +272,19 @@ create_sec() {
 }
 
 create_mgmt() {
-    log "management link: $NS_HOST gwmgmt ($MGMT_IP) <-> $NS_SEC mgmt0 ($API_IP)"
-    ip -n "$NS_HOST" link add gwmgmt type veth peer name mgmt0 netns "$NS_SEC"
-    ip -n "$NS_HOST" addr add "$MGMT_IP/24" dev gwmgmt
-    ip -n "$NS_HOST" link set gwmgmt up
+    log "management link: $MGMT_NS $MGMT_IF ($MGMT_IP) <-> $NS_SEC mgmt0 ($API_IP)"
+    # Recorded first: down removes our end from a foreign management ns.
+    printf '%s %s\n' "$MGMT_NS" "$MGMT_IF" >"$STATE/mgmt-link"
+    ip -n "$MGMT_NS" link add "$MGMT_IF" type veth peer name mgmt0 netns "$NS_SEC"
+    ip -n "$MGMT_NS" addr add "$MGMT_IP/24" dev "$MGMT_IF"
+    ip -n "$MGMT_NS" link set "$MGMT_IF" up
     ip -n "$NS_SEC" addr add "$API_IP/24" dev mgmt0
     ip -n "$NS_SEC" link set mgmt0 up
-    ip -n "$NS_SEC" route add "$POD_SUBNET" via "$MGMT_IP"
+    # Routed towards the pods only when the management side is the node's own
+    # host ns (a separate management ns has no way to the pods).
+    if [[ $MGMT_NS == "$NS_HOST" ]]; then
+        ip -n "$NS_SEC" route add "$POD_SUBNET" via "$MGMT_IP"
+    fi
 }
 
 # steer W DEV: move host-side device DEV (a cni0 port) into sec ns as wp-W and
@@ -283,13 +307,17 @@ steer() {
 }
 
 write_gw_config() {
-    local workers=$1 log_ring=$2 w kind ip mac
+    local workers=$1 log_ring=$2 w kind ip mac allow a
+    allow="\"$MGMT_IP/32\""
+    for a in "${API_ALLOW[@]}"; do allow+=", \"$a\""; done
     {
         printf '[node]\nname = "%s"\ncontrol_socket = "%s"\nstate_dir = "%s"\nhost_netns = "%s"\n\n' \
             "$PREFIX" "$STATE/guardwire.sock" "$STATE" "/var/run/netns/$NS_HOST"
         printf '[datapath]\nworkers = %s\n' "$workers"
         printf '[inspect]\nlog_ring = %s\n' "$log_ring"
-        printf '[api]\nlisten = "%s:%s"\nallow_from = ["%s/32"]\n' "$API_IP" "$API_PORT" "$MGMT_IP"
+        printf '[api]\nlisten = "%s:%s"\nallow_from = [%s]\n' "$API_IP" "$API_PORT" "$allow"
+        if [[ -n $ADMIN_TOKEN_FILE ]]; then printf 'admin_token_file = "%s"\n' "$ADMIN_TOKEN_FILE"; fi
+        if [[ -n $VIEWER_TOKEN_FILE ]]; then printf 'viewer_token_file = "%s"\n' "$VIEWER_TOKEN_FILE"; fi
         for w in "${STATIC[@]}"; do
             kind=pod
             [[ $w == vm* ]] && kind=vm
@@ -303,14 +331,19 @@ write_gw_config() {
             fi
             printf 'macs = ["%s"]\nips = ["%s"]\n' "$mac" "${ip%/*}"
         done
+        if [[ -n $CONFIG_EXTRA ]]; then
+            printf '\n# --- from %s ---\n' "$CONFIG_EXTRA"
+            cat "$CONFIG_EXTRA"
+        fi
     } >"$STATE/guardwire.toml"
 }
 
-start_guardwire() {
+start_guardwire() { # [append]: keep the log of an earlier run
     local pid i sock=$STATE/guardwire.sock
     log "starting guardwire in $NS_SEC ($STATE/guardwire.toml)"
+    [[ ${1:-} == append ]] || : >"$STATE/guardwire.log"
     ip netns exec "$NS_SEC" setsid env NO_COLOR=1 "$GW_BIN_DIR/guardwire" run --config "$STATE/guardwire.toml" \
-        </dev/null >"$STATE/guardwire.log" 2>&1 3>&- &
+        </dev/null >>"$STATE/guardwire.log" 2>&1 3>&- &
     pid=$!
     echo "$pid" >"$STATE/guardwire.pid"
     for ((i = 0; i < 100; i++)); do
@@ -373,12 +406,13 @@ write_env() {
             kv GW_PID "$(<"$STATE/guardwire.pid")" GW_SOCK "$STATE/guardwire.sock" \
                 GW_CONFIG "$STATE/guardwire.toml" GW_LOG "$STATE/guardwire.log" \
                 GW_API "$API_IP:$API_PORT" GW_API_URL "http://$API_IP:$API_PORT/" \
-                GW_ADMIN_TOKEN_FILE "$STATE/api/admin.token" GW_VIEWER_TOKEN_FILE "$STATE/api/viewer.token"
+                GW_ADMIN_TOKEN_FILE "${ADMIN_TOKEN_FILE:-$STATE/api/admin.token}" \
+                GW_VIEWER_TOKEN_FILE "${VIEWER_TOKEN_FILE:-$STATE/api/viewer.token}"
         else
             kv GW_PID "" GW_SOCK "" GW_CONFIG "" GW_LOG "" GW_API "" GW_API_URL "" \
                 GW_ADMIN_TOKEN_FILE "" GW_VIEWER_TOKEN_FILE ""
         fi
-        kv MGMT_NS "$NS_HOST" MGMT_IP "$MGMT_IP"
+        kv MGMT_NS "$MGMT_NS" MGMT_IP "$MGMT_IP" MGMT_IF "$MGMT_IF" API_IP "$API_IP"
         kv GW_BIN_DIR "$GW_BIN_DIR"
     } >"$STATE/node.env"
 }
@@ -394,11 +428,18 @@ on_up_exit() {
 }
 
 cmd_up() {
-    local npods=2 vm=0 forwarder=guardwire workers=2 live=0 log_ring=10000 i w hostif
+    local npods=2 vm=0 forwarder=guardwire workers=2 live=0 log_ring=10000 i w hostif mgmt_net=""
     set_prefix "${1:-}"
     shift
+    API_ALLOW=() CONFIG_EXTRA="" ADMIN_TOKEN_FILE="" VIEWER_TOKEN_FILE=""
     while [[ $# -gt 0 ]]; do
         case $1 in
+        --mgmt-ns) MGMT_NS=${2:-}; shift 2 || usage ;;
+        --mgmt-net) mgmt_net=${2:-}; shift 2 || usage ;;
+        --config-extra) CONFIG_EXTRA=${2:-}; shift 2 || usage ;;
+        --api-allow) API_ALLOW+=("${2:-}"); shift 2 || usage ;;
+        --admin-token-file) ADMIN_TOKEN_FILE=${2:-}; shift 2 || usage ;;
+        --viewer-token-file) VIEWER_TOKEN_FILE=${2:-}; shift 2 || usage ;;
         --pods) npods=${2:-}; shift 2 || usage ;;
         --vm) vm=1; shift ;;
         --forwarder) forwarder=${2:-}; shift 2 || usage ;;
@@ -412,6 +453,26 @@ cmd_up() {
     [[ $workers =~ ^[1-9][0-9]*$ ]] || die "--workers must be a positive integer"
     case $forwarder in guardwire | bridge | none) ;; *) die "--forwarder must be guardwire, bridge or none" ;; esac
     ((npods + vm > 0)) || die "nothing to build: --pods 0 and no --vm"
+    if [[ -n $mgmt_net ]]; then
+        local o1 o2 o3
+        IFS=. read -r o1 o2 o3 <<<"$mgmt_net"
+        [[ $mgmt_net =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] && ((10#$o1 <= 255 && 10#$o2 <= 255 && 10#$o3 <= 255)) ||
+            die "--mgmt-net must be A.B.C (the link gets A.B.C.1 and A.B.C.2), got '$mgmt_net'"
+        MGMT_IP=$mgmt_net.1
+        API_IP=$mgmt_net.2
+    fi
+    if [[ $MGMT_NS != "$NS_HOST" ]]; then
+        [[ -n $MGMT_NS ]] || die "--mgmt-ns needs a namespace name"
+        ns_exists "$MGMT_NS" || die "--mgmt-ns $MGMT_NS: no such network namespace"
+        MGMT_IF=gwm-$PREFIX
+        if ip -n "$MGMT_NS" link show "$MGMT_IF" >/dev/null 2>&1; then
+            die "$MGMT_IF already exists in $MGMT_NS"
+        fi
+    fi
+    if [[ -n $CONFIG_EXTRA && ! -r $CONFIG_EXTRA ]]; then die "--config-extra $CONFIG_EXTRA: cannot read it"; fi
+    for i in "${API_ALLOW[@]}"; do
+        [[ $i =~ ^[0-9a-fA-F.:]+(/[0-9]{1,3})?$ ]] || die "--api-allow wants an address or prefix, got '$i'"
+    done
 
     # Preconditions, checked before anything is created.
     [[ $(id -u) -eq 0 ]] || die "must run as root"
@@ -524,9 +585,66 @@ cmd_down() {
     for ns in $(prefix_namespaces | sort -r); do
         ip netns del "$ns" 2>/dev/null || log "warning: could not delete netns $ns"
     done
+    # Our end of the management link in a namespace that is not ours (--mgmt-ns):
+    # normally gone with sec ns, its peer; removed here if a failed up left it.
+    if [[ -f $STATE/mgmt-link ]]; then
+        local mns mif
+        read -r mns mif <"$STATE/mgmt-link"
+        if [[ $mns != "$NS_HOST" && $mif == gwm-"$PREFIX" ]] && ns_exists "$mns"; then
+            ip -n "$mns" link del "$mif" 2>/dev/null
+        fi
+    fi
     # 5. state
     rm -rf "$STATE"
+    # 6. a test-bed cluster of this prefix (testbed/cluster.sh: namespace
+    # PREFIX-cl), so that cleaning up by namespace name catches it too.
+    if [[ -f $STATE_ROOT/$PREFIX-cl/cluster.conf ]] || ns_exists "$PREFIX-cl"; then
+        if [[ ${GW_TESTBED_IN_CLUSTER_DOWN:-} != "$PREFIX" && $PREFIX =~ ^[A-Za-z0-9]{1,4}$ ]]; then
+            log "cluster $PREFIX (namespace $PREFIX-cl) exists: testbed/cluster.sh down $PREFIX"
+            bash "$SCRIPT_DIR/cluster.sh" down "$PREFIX" >&2
+        fi
+    fi
     return 0
+}
+
+# gw-stop PREFIX [--kill]: stop the node's guardwire (its watchdog stays and
+# does what on_failure says); gw-start PREFIX: start it again (same config,
+# the log is appended to, GW_PID in the env updated).
+cmd_gw_stop() {
+    local sig=TERM pid i
+    set_prefix "${1:-}"
+    case ${2:-} in --kill) sig=KILL ;; "") ;; *) usage ;; esac
+    [[ -f $STATE/guardwire.pid ]] || die "node $PREFIX has no guardwire (no $STATE/guardwire.pid)"
+    pid=$(<"$STATE/guardwire.pid")
+    if ! pid_alive "$pid" || ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- guardwire; then
+        log "guardwire is not running"
+        return 0
+    fi
+    log "stopping guardwire (pid $pid, SIG$sig)"
+    if [[ $sig == KILL ]]; then
+        kill -KILL "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do pid_alive "$pid" || break; sleep 0.1; done
+        pid_alive "$pid" && die "pid $pid survived SIGKILL for 5 s"
+    else
+        stop_pid "$pid"
+    fi
+    return 0
+}
+
+cmd_gw_start() {
+    local pid
+    set_prefix "${1:-}"
+    [[ -f $STATE/guardwire.toml && -f $STATE/node.env ]] || die "node $PREFIX has no guardwire config"
+    if [[ -f $STATE/guardwire.pid ]]; then
+        pid=$(<"$STATE/guardwire.pid")
+        if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- guardwire; then
+            die "guardwire is already running (pid $pid)"
+        fi
+    fi
+    rm -f "$STATE/guardwire.sock" # a killed daemon leaves it behind
+    start_guardwire append
+    sed -i "s/^GW_PID=.*/GW_PID=$(<"$STATE/guardwire.pid")/" "$STATE/node.env"
+    log "guardwire is up again (pid $(<"$STATE/guardwire.pid"))"
 }
 
 cmd_env() {
@@ -543,6 +661,8 @@ main() {
     up) cmd_up "$@" ;;
     down) [[ $# -eq 1 ]] || usage; cmd_down "$1" ;;
     env) [[ $# -eq 1 ]] || usage; cmd_env "$1" ;;
+    gw-stop) [[ $# -ge 1 && $# -le 2 ]] || usage; cmd_gw_stop "$@" ;;
+    gw-start) [[ $# -eq 1 ]] || usage; cmd_gw_start "$1" ;;
     *) usage ;;
     esac
 }

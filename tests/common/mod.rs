@@ -552,3 +552,48 @@ pub fn udp_flood_script(peer: &str, ports: std::ops::Range<u16>) -> String {
         ports.start, ports.end
     )
 }
+
+/// The lock `Node::up` takes, for tests that build several nodes at once
+/// (a test-bed cluster): held, no other node test runs.
+pub fn serial_lock() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// KEY=VALUE lines as `testbed/node.sh` and `testbed/cluster.sh` print them.
+pub fn env_of(text: &str) -> HashMap<String, String> {
+    parse_env(text)
+}
+
+/// Where the test bed takes its binaries from: `$GW_BIN_DIR` when set, else
+/// the ones cargo built for this test.
+pub fn testbed_bin_dir() -> PathBuf {
+    match std::env::var_os("GW_BIN_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => bin_dir(),
+    }
+}
+
+/// The repository's `testbed/` directory.
+pub fn testbed_dir() -> PathBuf {
+    repo().join("testbed")
+}
+
+/// Polls `cond` every 100 ms for up to `timeout`; on timeout panics with
+/// `what` and what `detail` says then.
+pub fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+    detail: impl FnOnce() -> String,
+) {
+    let t = Instant::now();
+    while !cond() {
+        if t.elapsed() >= timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                detail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
