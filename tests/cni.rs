@@ -1,7 +1,8 @@
 //! `guardwire-cni` chained after the real CNI `bridge` plugin, invoked the way a
 //! container runtime runs a plugin chain: the pod is attached at creation, the
 //! bridge plugin's result passes through unchanged, CHECK and DEL work, VERSION
-//! answers. Needs root.
+//! answers, the pod's labels (from the network config and the runtime's
+//! CNI_ARGS) select it in rules. Needs root.
 
 mod common;
 
@@ -39,10 +40,23 @@ fn chained_after_bridge_the_pod_is_attached_at_creation() {
     let prev_v: serde_json::Value = serde_json::from_str(&prev).unwrap();
     let conf = serde_json::json!({
         "cniVersion": "1.0.0", "name": "gwnet", "type": "guardwire-cni",
-        "socket": n.var("GW_SOCK"), "prevResult": prev_v,
+        "socket": n.var("GW_SOCK"), "prevResult": prev_v, "labels": ["tier=web"],
     })
     .to_string();
-    let (ok, out) = plugin(&n, gw_cni, "ADD", &ns, &conf);
+    // As kubelet runs it: CNI_ARGS names the pod.
+    let wrap = tempfile::tempdir().unwrap();
+    let with_args = wrap.path().join("guardwire-cni");
+    std::fs::write(
+        &with_args,
+        format!(
+            "#!/bin/sh\nCNI_ARGS='IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-1' exec {} \"$@\"\n",
+            gw_cni.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&with_args, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, out) = plugin(&n, &with_args, "ADD", &ns, &conf);
     assert!(ok, "guardwire-cni ADD: {out}");
     let out_v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(out_v, prev_v, "prevResult passed through unchanged");
@@ -66,6 +80,35 @@ fn chained_after_bridge_the_pod_is_attached_at_creation() {
         wl.counters.rx_frames >= 3,
         "the new pod's frames cross guardwire"
     );
+
+    // Labels: the network's, and the pod's namespace and name from CNI_ARGS
+    // as kubelet passes them; a rule written for a label selects the pod.
+    let c = n.client();
+    let w = c.workloads().unwrap();
+    let me = w.iter().find(|w| w.name.starts_with('c')).expect("the pod");
+    assert_eq!(
+        me.labels,
+        ["tier=web", "namespace=prod", "pod=web-1"],
+        "{me:?}"
+    );
+    let deny = |label: &str| {
+        format!(
+            "[[rule]]\nlabel = \"{label}\"\nproto = \"icmp\"\ndirection = \"egress\"\naction = \"deny\"\n"
+        )
+    };
+    c.push_rules(&deny("pod=web-1"), "t").unwrap();
+    let blocked = n.exec(
+        &ns,
+        &["ping", "-c", "2", "-W", "1", "-i", "0.3", n.var("PEER_IP")],
+    );
+    assert!(
+        !blocked.status.success(),
+        "a rule for label pod=web-1 denies the pod"
+    );
+    n.ping(&n.pod_ns(1), n.var("PEER_IP"), 2);
+    c.push_rules(&deny("pod=web-2"), "t").unwrap();
+    n.ping(&ns, n.var("PEER_IP"), 2);
+    c.push_rules("", "t").unwrap();
 
     let (ok, out) = plugin(&n, gw_cni, "CHECK", &ns, &conf);
     assert!(ok, "CHECK: {out}");
