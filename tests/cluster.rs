@@ -938,6 +938,12 @@ fn a_node_cut_off_from_the_store_catches_up_across_a_compaction() {
         },
         || format!("{:#}", nodes.borrow()),
     );
+    c.wait_view(
+        3,
+        Duration::from_secs(20),
+        "node 3 to say the store is unreachable",
+        |v| v["stale"] == true && v["connected"] == false,
+    );
     let mut last = rev;
     for (n, ports) in [(2, vec![5002]), (3, vec![5003]), (4, vec![5002, 5003])] {
         last = c.push(
@@ -954,7 +960,8 @@ fn a_node_cut_off_from_the_store_catches_up_across_a_compaction() {
         "nodes 1 and 2 at the last push",
     );
     c.etcdctl(&["compact", &last.to_string(), "--physical"]);
-    eprintln!("node 3 while cut off: {}", c.view(3));
+    let v = c.view(3);
+    assert_eq!(int(&v["applied"]["revision"]), rev, "node 3 cut off: {v:#}");
     c.expect(&[3], &[5001], &[5002, 5003], "node 3 cut off keeps its set");
 
     link("up");
