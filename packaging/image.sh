@@ -237,6 +237,15 @@ fn_bud() {
         --build-arg "RUST_IMAGE=$(rust_tag)" --build-arg "BASE_IMAGE=$BASE_TAG" \
         -f "$src/Dockerfile" -t "$IMAGE" "$src"
     log "image: $IMAGE $(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE" | cut -c1-12)"
+    # Untagged images of earlier builds go after two days, so the store does
+    # not grow without bound; recent ones keep the layer cache warm.
+    local cutoff id created
+    cutoff=$(($(date +%s) - 2 * 86400))
+    buildah images --filter dangling=true --format '{{.ID}} {{.Created}}' | while read -r id created; do
+        if [[ $created =~ ^[0-9]+$ ]] && ((created < cutoff)); then
+            buildah rmi "$id" >/dev/null 2>&1 || true
+        fi
+    done
 }
 
 cmd_build() {
@@ -303,6 +312,7 @@ cmd_cleanup() {
             # only: stop what runs in it.
             kill_netns_procs "$mnt/run/netns/$CHECK_PREFIX-gsec"
             # Deepest first.
+            # shellcheck disable=SC2013 # mount points have no spaces here
             for m in $(awk -v p="$mnt/" 'index($2, p) == 1 { print $2 }' /proc/self/mounts | sort -r); do
                 umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "warning: cannot unmount $m"
             done
@@ -422,6 +432,7 @@ fn_check_agent_start() {
     out=$(nsenter --net="$hostnet" chroot "$MNT" nft list table ip guardwire)
     [[ $out == *masquerade* && $out == *"dnat to 169.254.77.2:7443"* ]] || die "nft table guardwire: $out"
     # Out of the sec ns, masqueraded as the node: the peer sees the host's address.
+    # shellcheck disable=SC2016 # socat's shell expands it
     ip netns exec "$NS_PEER" timeout 10 socat -T 5 TCP-LISTEN:9911,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR' &
     sleep 0.3
     out=$(timeout 10 nsenter --net="$MNT/run/netns/$sec" socat -T 5 - TCP:"$PEER_IP":9911 </dev/null 2>&1) || true
@@ -497,6 +508,7 @@ EOF
     fn_check_deploy_config "$dir"
     # sysfs of the sec ns, mounted in the private mount namespace of
     # `ip netns exec` (gone with it).
+    # shellcheck disable=SC2016 # expanded by that sh
     timeout -k 5 300 ip netns exec "$NS_SEC" sh -c 'mount -t sysfs sysfs "$1/sys" && exec chroot "$1" env NO_COLOR=1 /usr/local/bin/guardwire run --config "$2"' \
         sh "$MNT" "$dir/gw.toml" </dev/null >"$dir/gw.log" 2>&1 &
     gw_pid=$!
