@@ -61,7 +61,7 @@ INITIAL=$(IFS=,; echo "${PEERS[*]}")
 start_etcd() {
     rm -rf "$WORK"/m*
     for k in 1 2 3; do
-        ip netns exec "$NS" bash -c "ulimit -n 1048576; exec etcd --name m$k \
+        ip netns exec "$NS" bash -c "ulimit -n $(ulimit -Hn); exec etcd --name m$k \
             --data-dir $WORK/m$k \
             --listen-client-urls ${CLIENTS[k-1]} --advertise-client-urls ${CLIENTS[k-1]} \
             --listen-peer-urls http://127.0.0.1:$((32378 + 2 * k)) \
@@ -96,7 +96,7 @@ for n in $AGENTS; do
     PIDS+=($!)
     for _ in $(seq 50); do [[ -s $WORK/ctl/api/admin.token ]] && break; sleep 0.1; done
     t0=$(ticks) s0=$(date +%s.%N)
-    json=$(ip netns exec "$NS" bash -c "ulimit -n 1048576; exec $BIN/examples/cluster-agents \
+    json=$(ip netns exec "$NS" bash -c "ulimit -n \$(ulimit -Hn); exec $BIN/examples/cluster-agents \
         --etcd $ENDPOINTS --agents $n --pushes $PUSHES \
         --controller http://127.0.0.1:32500 --token-file $WORK/ctl/api/admin.token")
     t1=$(ticks) s1=$(date +%s.%N)

@@ -199,8 +199,8 @@ async fn main() {
         };
         let agent = Agent::new(cfg, apps.clone() as Arc<dyn Enforcer>);
         tokio::spawn(agent.run());
-        if i % 100 == 99 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     let up = applied_times(&mut ws, a.agents, first, t_start, Duration::from_secs(300)).await;
