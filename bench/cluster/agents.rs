@@ -107,6 +107,20 @@ fn raise_nofile() {
     }
 }
 
+/// A watch of every node's keys from `revision` on.
+async fn statuses_from(c: &mut etcd_client::Client, revision: i64) -> etcd_client::WatchStream {
+    c.watch(
+        store::nodes_prefix(),
+        Some(
+            etcd_client::WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(revision),
+        ),
+    )
+    .await
+    .expect("watch")
+}
+
 /// Waits until every agent's status says `revision`; returns the time each
 /// took from `t0` (seconds), the ones seen by the watch started before the push.
 async fn applied_times(
@@ -173,17 +187,7 @@ async fn main() {
 
     // Start the agents, a batch at a time so the connects do not all land at once.
     let t_start = Instant::now();
-    let mut ws = c
-        .watch(
-            store::nodes_prefix(),
-            Some(
-                etcd_client::WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(first),
-            ),
-        )
-        .await
-        .expect("watch");
+    let mut ws = statuses_from(&mut c, first).await;
     let apps = Arc::new(ParseOnly {
         apps: Apps::builtin(),
     });
@@ -227,17 +231,7 @@ async fn main() {
             .header()
             .expect("header")
             .revision();
-        let mut ws = c
-            .watch(
-                store::nodes_prefix(),
-                Some(
-                    etcd_client::WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(now + 1),
-                ),
-            )
-            .await
-            .expect("watch");
+        let mut ws = statuses_from(&mut c, now + 1).await;
         let mut base = c
             .watch(
                 store::ruleset_key("default"),
