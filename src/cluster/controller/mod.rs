@@ -77,6 +77,8 @@ pub fn router(ctl: Arc<Ctl>, gate: Arc<auth::Gate>, max_body: usize) -> Router {
         .route("/", get(page::controller_index))
         .route("/assets/app.js", get(page::controller_js))
         .route("/assets/app.css", get(page::controller_css))
+        .route("/assets/common.js", get(page::common_js))
+        .route("/assets/common.css", get(page::common_css))
         .with_state(ctl);
     server::guarded(api, gate, max_body)
 }

@@ -1,5 +1,6 @@
 //! The web pages of a node and of the controller (the patent's Fig. 8
-//! management plane): three files each, embedded in the binary, served with a policy that lets them load nothing
+//! management plane): three files each, plus the script and style both pages
+//! share, embedded in the binary, served with a policy that lets them load nothing
 //! from anywhere else.
 
 use axum::http::{HeaderValue, header};
@@ -8,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+const COMMON_JS: &str = include_str!("assets/common.js");
+const COMMON_CSS: &str = include_str!("assets/common.css");
 const CTL_INDEX: &str = include_str!("../../cluster/controller/assets/index.html");
 const CTL_JS: &str = include_str!("../../cluster/controller/assets/app.js");
 const CTL_CSS: &str = include_str!("../../cluster/controller/assets/app.css");
@@ -43,6 +46,16 @@ pub async fn app_js() -> Response {
 /// `/assets/app.css`
 pub async fn app_css() -> Response {
     asset(APP_CSS, "text/css; charset=utf-8")
+}
+
+/// `/assets/common.js`, on both servers: what both pages' scripts share
+pub async fn common_js() -> Response {
+    asset(COMMON_JS, "text/javascript; charset=utf-8")
+}
+
+/// `/assets/common.css`, on both servers: what both pages' styles share
+pub async fn common_css() -> Response {
+    asset(COMMON_CSS, "text/css; charset=utf-8")
 }
 
 /// The controller's `/`

@@ -94,6 +94,8 @@ pub fn router(ctx: Arc<Ctx>, gate: Arc<Gate>, max_body: usize) -> Router {
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::app_js))
         .route("/assets/app.css", get(page::app_css))
+        .route("/assets/common.js", get(page::common_js))
+        .route("/assets/common.css", get(page::common_css))
         .with_state(ctx);
     guarded(api, gate, max_body)
 }

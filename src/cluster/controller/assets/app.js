@@ -10,30 +10,22 @@
 
   const I18N = {
     en: {
-      'top.logout': 'Log out', 'top.controller': 'controller',
+      'top.controller': 'controller',
       'top.nodes': '{a} of {n} nodes alive', 'top.etcdOk': 'etcd ok', 'top.etcdBad': 'etcd: {m}',
-      'login.title': 'Sign in',
       'login.subtitle': 'Cluster controller: rules for every node',
-      'login.token': 'Access token',
-      'login.button': 'Log in',
-      'login.invalid': 'invalid token',
-      'login.empty': 'enter a token',
-      'tab.rules': 'Rules', 'tab.nodes': 'Nodes', 'tab.traffic': 'Traffic',
+      'tab.nodes': 'Nodes',
       'rs.name': 'Rule set', 'rs.open': 'Open', 'rs.revision': 'Revision', 'rs.rules': 'Rules',
       'rs.nodes': 'Applies to', 'rs.at': 'At', 'rs.by': 'By', 'rs.hash': 'Hash',
       'rs.allNodes': 'every node', 'rs.none': 'not pushed yet',
       'rs.realized': 'realized on {r} of {t} nodes',
-      'rules.origin': 'Origin',
-      'rules.editor': 'Editor', 'rules.readonly': 'read only', 'rules.dirty': 'edited',
-      'rules.import': 'Import file…', 'rules.revert': 'Reset to loaded',
-      'rules.validate': 'Validate', 'rules.diff': 'Diff', 'rules.push': 'Push', 'rules.history': 'History',
-      'rules.rollback': 'Rollback', 'rules.isCurrent': 'current', 'rules.line': 'line {n}',
+      'rules.readonly': 'read only', 'rules.dirty': 'edited',
+      'rules.revert': 'Reset to loaded',
+      'rules.diff': 'Diff',
       'rules.noHistory': 'No history yet.',
       'rules.loading': 'Loading {s}…',
       'rules.loadedSet': 'Loaded {s} at revision {r}.',
       'rules.newSet': 'There is no rule set {s} yet: Push creates it.',
-      'rules.validating': 'Validating…', 'rules.diffing': 'Comparing…', 'rules.pushing': 'Pushing…',
-      'rules.rollingBack': 'Rolling back…',
+      'rules.diffing': 'Comparing…',
       'rules.valid': 'Valid: {n} rules ({w}). Nothing pushed.',
       'rules.invalid': 'Invalid, nothing pushed: {m}',
       'rules.pushed': 'Pushed {s}: revision {r}, {n} rules. The nodes apply it now.',
@@ -44,7 +36,6 @@
       'rules.reload': 'Reload (discard my edits)',
       'rules.stale': '{s} moved on to revision {now} (by {by}) while you were editing revision {r}.',
       'rules.rolledBack': 'Rolled back {s} to revision {from}: now revision {r}.',
-      'rules.rollbackFailed': 'Rollback failed: {m}',
       'rules.imported': 'Loaded {f} into the editor (not validated yet).',
       'rules.confirmRollback': 'Roll {s} back to revision {r}? Its text is pushed again as a new revision, to every node it selects.',
       'rules.confirmDiscard': 'Discard your edits and open {s}?',
@@ -56,7 +47,7 @@
       'rules.diffSame': 'No difference: the editor holds what is pushed.',
       'rules.diffStats': '+{a} −{d} lines',
       'rules.diffed': 'Diff: +{a} −{d} lines.',
-      'confirm.ok': 'Confirm', 'confirm.cancel': 'Cancel', 'confirm.discard': 'Discard',
+      'confirm.discard': 'Discard',
       'nodes.summary': 'Rule sets', 'nodes.empty': 'No node has reported yet.',
       'nodes.noSets': 'No rule set has been pushed yet.',
       'nodes.hint': 'A node is down when its status lease lapsed (10 s without a word). Refreshes every 2 s.',
@@ -72,52 +63,29 @@
       'tr.took': 'answers: {list}',
       'tr.failed': '{n}: no answer ({m}). Its records are left out.',
       'tr.openNode': 'open {n}\'s own page',
-      'live.off': 'not refreshing', 'live.poll': 'refreshing every 2 s', 'live.loading': 'loading…',
+      'live.off': 'not refreshing', 'live.loading': 'loading…',
       'live.error': 'refresh failed', 'live.paused': 'paused',
-      'f.workload': 'Workload', 'f.action': 'Action', 'f.q': 'Search', 'f.qph': 'host, address, rule…',
-      'f.apply': 'Apply', 'f.reset': 'Reset', 'f.any': 'any', 'f.all': 'all',
-      'col.node': 'Node', 'col.updated_at': 'Updated at', 'col.workload': 'Workload', 'col.flow': 'Flow', 'col.app': 'App',
-      'col.category': 'Category / how', 'col.action': 'Action', 'col.rule': 'Rule',
-      'col.out': 'Out bytes / pkts', 'col.in': 'In bytes / pkts', 'col.first_seen': 'First seen',
-      'col.event': 'Event',
-      'v.allow': 'allow', 'v.deny': 'deny', 'v.reject': 'reject', 'v.shape': 'shape',
-      'v.rate-limit': 'rate-limit', 'v.would allow': 'would allow', 'v.would deny': 'would deny',
-      'dir.ingress': 'ingress', 'dir.egress': 'egress',
-      'how.sni': 'TLS SNI', 'how.quic_sni': 'QUIC SNI', 'how.http_host': 'HTTP Host', 'how.dns': 'DNS',
-      'how.port': 'port',
-      'ev.new': 'new', 'ev.update': 'update', 'ev.rejudged': 'rejudged', 'ev.end': 'end', 'ev.live': 'live',
+      'col.node': 'Node',
       'ev.evicted': 'evicted', 'ev.suppressed': 'suppressed',
-      't.notEnforced': 'mirror: not enforced', 't.loggedBy': 'logged by {r}',
-      'cat.streaming': 'streaming', 'cat.im': 'im', 'cat.gaming': 'gaming', 'cat.web': 'web',
-      'cat.unknown': 'unknown', 'cat.other': 'other',
-      'err.forbidden': 'admin role required', 'err.network': 'network error: {m}',
-      'err.http': 'HTTP {s}: {m}', 'err.timeout': 'no answer within {s} s',
+      'err.timeout': 'no answer within {s} s',
     },
     zh: {
-      'top.logout': '退出登录', 'top.controller': '控制器',
+      'top.controller': '控制器',
       'top.nodes': '{n} 个节点中 {a} 个在线', 'top.etcdOk': 'etcd 正常', 'top.etcdBad': 'etcd：{m}',
-      'login.title': '登录',
       'login.subtitle': '集群控制器：下发到每个节点的规则',
-      'login.token': '访问令牌',
-      'login.button': '登录',
-      'login.invalid': '令牌无效',
-      'login.empty': '请输入令牌',
-      'tab.rules': '规则', 'tab.nodes': '节点', 'tab.traffic': '流量',
+      'tab.nodes': '节点',
       'rs.name': '规则集', 'rs.open': '打开', 'rs.revision': '修订号', 'rs.rules': '规则数',
       'rs.nodes': '适用于', 'rs.at': '时间', 'rs.by': '操作者', 'rs.hash': '哈希',
       'rs.allNodes': '全部节点', 'rs.none': '尚未下发',
       'rs.realized': '已在 {t} 个节点中的 {r} 个生效',
-      'rules.origin': '来源',
-      'rules.editor': '编辑器', 'rules.readonly': '只读', 'rules.dirty': '已修改',
-      'rules.import': '导入文件…', 'rules.revert': '恢复为载入的版本',
-      'rules.validate': '规则校验', 'rules.diff': '差异', 'rules.push': '下发', 'rules.history': '历史版本',
-      'rules.rollback': '回滚', 'rules.isCurrent': '当前', 'rules.line': '第 {n} 行',
+      'rules.readonly': '只读', 'rules.dirty': '已修改',
+      'rules.revert': '恢复为载入的版本',
+      'rules.diff': '差异',
       'rules.noHistory': '尚无历史版本。',
       'rules.loading': '正在载入 {s}…',
       'rules.loadedSet': '已载入 {s}，修订号 {r}。',
       'rules.newSet': '规则集 {s} 尚不存在：下发即可创建。',
-      'rules.validating': '校验中…', 'rules.diffing': '比较中…', 'rules.pushing': '下发中…',
-      'rules.rollingBack': '回滚中…',
+      'rules.diffing': '比较中…',
       'rules.valid': '校验通过：{n} 条规则（{w}）。未下发。',
       'rules.invalid': '校验未通过，未下发：{m}',
       'rules.pushed': '已下发 {s}：修订号 {r}，{n} 条规则。各节点正在应用。',
@@ -128,7 +96,6 @@
       'rules.reload': '重新载入（放弃我的修改）',
       'rules.stale': '在您编辑修订号 {r} 期间，{s} 已更新到修订号 {now}（操作者 {by}）。',
       'rules.rolledBack': '已将 {s} 回滚到修订号 {from}：当前修订号 {r}。',
-      'rules.rollbackFailed': '回滚失败：{m}',
       'rules.imported': '已将 {f} 载入编辑器（尚未校验）。',
       'rules.confirmRollback': '将 {s} 回滚到修订号 {r}？其文本将作为新的修订再次下发到它选中的每个节点。',
       'rules.confirmDiscard': '放弃您的修改并打开 {s}？',
@@ -140,7 +107,7 @@
       'rules.diffSame': '没有差异：编辑器内容与已下发的相同。',
       'rules.diffStats': '+{a} −{d} 行',
       'rules.diffed': '差异：+{a} −{d} 行。',
-      'confirm.ok': '确认', 'confirm.cancel': '取消', 'confirm.discard': '放弃',
+      'confirm.discard': '放弃',
       'nodes.summary': '规则集', 'nodes.empty': '尚无节点上报状态。',
       'nodes.noSets': '尚未下发任何规则集。',
       'nodes.hint': '节点状态租约过期（10 秒无上报）即视为离线。每 2 秒刷新。',
@@ -156,72 +123,19 @@
       'tr.took': '应答：{list}',
       'tr.failed': '{n}：无应答（{m}）。其记录未包含在内。',
       'tr.openNode': '打开 {n} 自己的页面',
-      'live.off': '未刷新', 'live.poll': '每 2 秒刷新', 'live.loading': '载入中…',
+      'live.off': '未刷新', 'live.loading': '载入中…',
       'live.error': '刷新失败', 'live.paused': '已暂停',
-      'f.workload': '工作负载', 'f.action': '动作', 'f.q': '搜索', 'f.qph': '主机名、地址、规则…',
-      'f.apply': '筛选', 'f.reset': '重置', 'f.any': '全部', 'f.all': '全部',
-      'col.node': '节点', 'col.updated_at': '更新于', 'col.workload': '工作负载', 'col.flow': '流', 'col.app': '应用',
-      'col.category': '类别 / 识别方式', 'col.action': '动作', 'col.rule': '规则',
-      'col.out': '出向 字节 / 包', 'col.in': '入向 字节 / 包', 'col.first_seen': '首次出现',
-      'col.event': '事件',
-      'v.allow': '允许', 'v.deny': '禁止', 'v.reject': '拒绝', 'v.shape': '整形',
-      'v.rate-limit': '限速', 'v.would allow': '将允许', 'v.would deny': '将禁止',
-      'dir.ingress': '入向', 'dir.egress': '出向',
-      'how.sni': 'TLS SNI', 'how.quic_sni': 'QUIC SNI', 'how.http_host': 'HTTP Host', 'how.dns': 'DNS',
-      'how.port': '端口',
-      'ev.new': '新建', 'ev.update': '更新', 'ev.rejudged': '重新判定', 'ev.end': '结束', 'ev.live': '活动',
+      'col.node': '节点',
       'ev.evicted': '被逐出', 'ev.suppressed': '已省略',
-      't.notEnforced': '镜像：未执行', 't.loggedBy': '由 {r} 记录',
-      'cat.streaming': '流媒体', 'cat.im': '即时通讯', 'cat.gaming': '游戏', 'cat.web': '网页',
-      'cat.unknown': '未知', 'cat.other': '其他',
-      'err.forbidden': '需要管理员权限', 'err.network': '网络错误：{m}',
-      'err.http': 'HTTP {s}：{m}', 'err.timeout': '{s} 秒内无应答',
+      'err.timeout': '{s} 秒内无应答',
     },
   };
 
-  let lang = I18N[localStorage.getItem('gw.lang')] ? localStorage.getItem('gw.lang') : 'en';
+  GW.i18n(I18N);
+  const { t, tv, $, $$, el, askConfirm, toMs, fmtTime, fmtTimeFull, fmtBytes, fmtCount,
+    S, ApiError, errText, report, startPoll, stopPoll } = GW;
 
-  // t('key', {var}) -> translated text; unknown keys fall back to English, then to the key.
-  function t(key, vars) {
-    let s = I18N[lang][key] ?? I18N.en[key] ?? key;
-    if (vars) s = s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m));
-    return s;
-  }
-  // Translate a server value if we know it (e.g. 'v.deny'), else show it as is.
-  const tv = (prefix, value) => (value == null ? '' : (I18N.en[prefix + value] ? t(prefix + value) : String(value)));
-
-  // ---------------------------------------------------------------- DOM helpers
-
-  const $ = (sel, root = document) => root.querySelector(sel);
-  const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
-
-  // el('td', {class: 'x', 'data-a': v}, 'text', childNode, ...): strings become text nodes.
-  function el(tag, attrs, ...children) {
-    const e = document.createElement(tag);
-    setAttrs(e, attrs);
-    return fill(e, ...children);
-  }
-  // Replace a node's children; same child rules as el().
-  function fill(node, ...children) {
-    node.replaceChildren();
-    for (const c of children.flat()) {
-      if (c == null || c === false) continue;
-      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-    }
-    return node;
-  }
-  function setAttrs(e, attrs) {
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v == null || v === false) continue;
-      e.setAttribute(k, v === true ? '' : String(v));
-    }
-  }
-
-  function toast(msg, kind = 'error') {
-    const box = el('div', { class: 'toast ' + kind }, msg);
-    $('#toasts').append(box);
-    setTimeout(() => box.remove(), kind === 'error' ? 6000 : 3500);
-  }
+  // ---------------------------------------------------------------- links
 
   // A link to a node's own page, only for http(s) addresses (a status is written
   // by a node, so its `api` is not trusted to be a harmless URL).
@@ -245,34 +159,6 @@
 
   // ---------------------------------------------------------------- formatting
 
-  const pad = (n, w = 2) => String(n).padStart(w, '0');
-  const toMs = (v) => (typeof v === 'number' ? v : Date.parse(v));
-
-  // Local time HH:MM:SS, with the date in front when it is not today.
-  function fmtTime(v) {
-    const ms = toMs(v);
-    if (!Number.isFinite(ms)) return '';
-    const d = new Date(ms);
-    const now = new Date();
-    const hms = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-    const today = d.getFullYear() === now.getFullYear() && d.getMonth() === now.getMonth() && d.getDate() === now.getDate();
-    return today ? hms : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hms}`;
-  }
-  function fmtTimeFull(v) {
-    const ms = toMs(v);
-    if (!Number.isFinite(ms)) return '';
-    const d = new Date(ms);
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
-  }
-  function fmtBytes(n) {
-    if (n == null || !Number.isFinite(n)) return '—';
-    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-    let i = 0;
-    while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-    return (i === 0 ? String(Math.round(n)) : n.toFixed(Math.abs(n) < 10 ? 1 : 0)) + ' ' + units[i];
-  }
-  const fmtCount = (n) => (Number.isFinite(n) ? n.toLocaleString('en-US') : '—');
   // drop_rate: dropped frames per second over the node's last window.
   function fmtRate(v) {
     if (v == null || !Number.isFinite(Number(v))) return '—';
@@ -284,140 +170,26 @@
 
   // ---------------------------------------------------------------- API
 
-  const S = {
-    token: null, role: null, subject: null, tab: null,
-    polls: {},          // name -> handle of a running poll loop
-    nodes: null,        // last GET /nodes answer
-  };
+  S.nodes = null;       // last GET /nodes answer
   const REQUEST_TIMEOUT_MS = 10000;   // the page never hangs on the controller
 
-  class ApiError extends Error {
-    constructor(status, body) {
-      super(body && body.error ? body.error : `HTTP ${status}`);
-      this.status = status;
-      this.body = body || {};
-    }
-  }
-
   // api(path, {method, text}): `text` is sent as the raw body (rule text).
-  async function api(path, { method = 'GET', text, token = S.token, timeout = REQUEST_TIMEOUT_MS } = {}) {
-    const session = S.token;
-    const headers = { Authorization: 'Bearer ' + token, Accept: 'application/json' };
-    if (text !== undefined) headers['Content-Type'] = 'text/plain; charset=utf-8';
-    const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(), timeout);
-    let res, body;
-    try {
-      res = await fetch(path, { method, headers, cache: 'no-store', body: text, signal: ac.signal });
-      body = await res.text();
-    } catch (e) {
-      if (ac.signal.aborted) throw new Error(t('err.timeout', { s: Math.round(timeout / 1000) }));
-      throw e;
-    } finally {
-      clearTimeout(timer);
-    }
-    let data = null;
-    if (body) { try { data = JSON.parse(body); } catch { data = { error: body.slice(0, 200) }; } }
-    if (token === session && S.token !== session) throw new ApiError(0, { error: 'logged out' }); // stale answer
-    if (res.status === 401 && token === S.token) sessionExpired();
-    if (!res.ok) throw new ApiError(res.status, data);
-    return data;
-  }
-
-  function errText(e) {
-    if (e instanceof ApiError) {
-      if (e.status === 403) return t('err.forbidden');
-      if (e.status === 401) return t('login.invalid');
-      return e.body.error ? String(e.body.error) : t('err.http', { s: e.status, m: '' });
-    }
-    return t('err.network', { m: e && e.message ? e.message : String(e) });
-  }
-  function report(e) {
-    if (e instanceof ApiError && (e.status === 401 || e.status === 0)) return; // back at login already
-    toast(errText(e));
-  }
+  const api = (path, opts = {}) => GW.api(path, { timeout: REQUEST_TIMEOUT_MS, ...opts });
 
   const setPath = (name, ...rest) => '/api/v1/rulesets/' + encodeURIComponent(name) + rest.join('');
 
-  // Repeating poll (setTimeout chain, so calls never overlap).
-  function startPoll(name, fn, ms) {
-    stopPoll(name);
-    const h = { timer: null };
-    S.polls[name] = h;
-    const tick = async () => {
-      try { await fn(); } catch (e) { report(e); }
-      if (S.polls[name] === h) h.timer = setTimeout(tick, ms);
-    };
-    tick();
-  }
-  function stopPoll(name) {
-    const h = S.polls[name];
-    if (h) { clearTimeout(h.timer); delete S.polls[name]; }
-  }
-
-  // ---------------------------------------------------------------- login / session
-
-  async function login(token) {
-    const errBox = $('#login-error');
-    errBox.hidden = true;
-    if (!token) { showLoginError(t('login.empty')); return; }
-    let who;
-    try {
-      who = await api('/api/v1/whoami', { token });
-    } catch (e) {
-      showLoginError(e instanceof ApiError && e.status === 401 ? t('login.invalid') : errText(e));
-      sessionStorage.removeItem('gwc.token');
-      return;
-    }
-    S.token = token;
-    S.role = who.role;
-    S.subject = who.subject;
-    sessionStorage.setItem('gwc.token', token);
-    enterApp();
-  }
-
-  function showLoginError(msg) {
-    const errBox = $('#login-error');
-    errBox.textContent = msg;
-    errBox.hidden = false;
-  }
+  // ---------------------------------------------------------------- session
 
   function enterApp() {
-    $('#login-view').hidden = true;
-    $('#app').hidden = false;
-    $('#logout').hidden = false;
-    $('#ctl-info').hidden = false;
-    const who = $('#whoami');
-    who.replaceChildren(el('span', { class: 'role role-' + S.role }, S.role), ' ', el('span', { class: 'muted' }, S.subject || ''));
-    who.hidden = false;
-    document.body.classList.toggle('viewer', S.role !== 'admin');
     $('#rules-editor').readOnly = S.role !== 'admin';
-    $('#token').value = '';
     startPoll('top', pollTop, 5000);
-    const want = location.hash.slice(1);
-    showTab(['rules', 'nodes', 'traffic'].includes(want) ? want : 'rules');
+    GW.showTabOfHash();
     rules.open($('#rs-name').value.trim() || 'default', { force: true }).catch(report);
   }
 
-  function logout(message) {
-    S.token = null;
-    S.role = null;
+  function leaveApp() {
     S.nodes = null;
-    sessionStorage.removeItem('gwc.token');
-    for (const name of Object.keys(S.polls)) stopPoll(name);
     for (const m of [rules, nodes, traffic]) m.reset();
-    $('#app').hidden = true;
-    $('#logout').hidden = true;
-    $('#whoami').hidden = true;
-    $('#ctl-info').hidden = true;
-    $('#login-view').hidden = false;
-    $('#login-error').hidden = true;
-    if (message) showLoginError(message);
-    $('#token').focus();
-  }
-
-  function sessionExpired() {
-    if (S.token) logout(t('login.invalid'));
   }
 
   // Top bar: etcd health and how many nodes are alive.
@@ -446,11 +218,8 @@
 
   // ---------------------------------------------------------------- tabs
 
-  function showTab(name) {
-    S.tab = name;
-    for (const b of $$('[data-tab]')) b.setAttribute('aria-selected', String(b.dataset.tab === name));
-    for (const p of $$('[data-panel]')) p.hidden = p.dataset.panel !== name;
-    history.replaceState(null, '', '#' + name);
+  // Tab `name` is shown now (GW.showTab).
+  function onTab(name) {
     stopPoll('nodes');
     stopPoll('rules');
     traffic.stopAuto();
@@ -474,13 +243,9 @@
     const name = () => ($('#rs-name').value.trim() || 'default');
     const dirty = () => loaded != null && editor().value !== loaded.text;
 
-    function status(state, text) {
-      const s = $('#rules-status');
-      s.dataset.state = state;
-      s.textContent = text || '';
-      s.className = 'status ' + ({ valid: 'ok', pushed: 'ok', 'rolled-back': 'ok', diffed: 'ok',
-        invalid: 'bad', 'push-failed': 'bad', conflict: 'bad', 'rollback-failed': 'bad', 'load-failed': 'bad' }[state] || '');
-    }
+    const STATUS = { valid: 'ok', pushed: 'ok', 'rolled-back': 'ok', diffed: 'ok',
+      invalid: 'bad', 'push-failed': 'bad', conflict: 'bad', 'rollback-failed': 'bad', 'load-failed': 'bad' };
+    const status = (state, text) => GW.ruleStatus(STATUS, state, text);
 
     function markDirty() {
       $('#rules-dirty').hidden = !dirty();
@@ -513,27 +278,8 @@
       return [];
     }
 
-    function gutter() {
-      const n = editor().value.split('\n').length;
-      const g = $('#rules-gutter');
-      const items = [];
-      for (let i = 1; i <= n; i++) items.push(el('div', { class: errLines.has(i) ? 'err' : null, 'data-line': i }, i));
-      g.replaceChildren(...items);
-      g.scrollTop = editor().scrollTop;
-    }
-
-    function gotoLine(n) {
-      const ta = editor();
-      const lines = ta.value.split('\n');
-      let start = 0;
-      for (let i = 0; i < n - 1 && i < lines.length; i++) start += lines[i].length + 1;
-      const end = start + (lines[n - 1] || '').length;
-      ta.focus();
-      ta.setSelectionRange(start, end);
-      const lh = parseFloat(getComputedStyle(ta).lineHeight) || 18;
-      ta.scrollTop = Math.max(0, (n - 4) * lh);
-      $('#rules-gutter').scrollTop = ta.scrollTop;
-    }
+    const gutter = () => GW.gutter(errLines);
+    const gotoLine = GW.gotoLine;
 
     function renderMeta() {
       const d = loaded && loaded.doc;
@@ -868,18 +614,6 @@
       markDirty, rerender, reset, renderRealized, name };
   })();
 
-  // In-page confirmation dialog; resolves true when #confirm-ok is clicked.
-  function askConfirm(text, okLabel) {
-    const d = $('#confirm');
-    $('#confirm-text').textContent = text;
-    $('#confirm-ok').textContent = okLabel || t('confirm.ok');
-    d.returnValue = '';
-    d.showModal();
-    return new Promise((resolve) => {
-      d.addEventListener('close', () => resolve(d.returnValue === 'ok'), { once: true });
-    });
-  }
-
   // ---------------------------------------------------------------- nodes
 
   const nodes = (() => {
@@ -1043,17 +777,6 @@
       box.textContent = t('live.' + state);
     }
 
-    function actionCell(r) {
-      const enforced = r.enforced !== false;
-      const label = enforced ? r.action : (r.verdict || r.action);
-      const badge = el('span', {
-        class: 'badge ' + (r.action === 'deny' ? 'deny' : 'allow') + (enforced ? '' : ' dry'),
-        title: enforced ? null : t('t.notEnforced'),
-      }, tv('v.', label));
-      const detail = r.detail && r.detail !== r.action ? el('div', { class: 'detail' }, tv('v.', r.detail)) : null;
-      return el('td', { class: 'nowrap' }, badge, detail);
-    }
-
     function row(r) {
       const upd = toMs(r.updated_at);
       const api = (known.get(r.node) || {}).api;
@@ -1063,27 +786,7 @@
         'data-updated-at': Number.isFinite(upd) ? upd : '',
         class: r.action === 'deny' ? 'is-deny' : null,
       });
-      tr.append(
-        el('td', { class: 'nowrap' }, el('strong', null, nodeLink(r.node, api, '#traffic'))),
-        el('td', { class: 'nowrap mono', title: fmtTimeFull(r.updated_at) }, fmtTime(r.updated_at)),
-        el('td', { class: 'nowrap' }, r.workload,
-          r.mode && r.mode !== 'inline' ? el('span', { class: 'tag' }, r.mode) : null),
-        el('td', { class: 'mono nowrap flow' },
-          el('div', null, el('span', { class: 'proto' }, (r.proto || '').toUpperCase()), ' ', r.src,
-            r.direction ? [' ', el('span', { class: 'dir' }, tv('dir.', r.direction))] : null),
-          el('div', null, el('span', { class: 'arrow' }, '→ '), r.dst)),
-        el('td', { class: 'app' }, el('strong', null, r.app || '—'),
-          r.host ? el('div', { class: 'host muted' }, r.host) : null),
-        el('td', { class: 'nowrap' }, r.category ? tv('cat.', r.category) : '—',
-          r.how ? el('div', { class: 'how muted' }, tv('how.', r.how)) : null),
-        actionCell(r),
-        el('td', { class: 'mono nowrap', title: r.logged_by ? t('t.loggedBy', { r: r.logged_by }) : null },
-          r.rule || '', r.logged_by ? el('span', { class: 'tag' }, 'log') : null),
-        el('td', { class: 'r mono nowrap' }, fmtBytes(r.bytes_out), el('div', { class: 'pkts' }, fmtCount(r.packets_out) + ' pkt')),
-        el('td', { class: 'r mono nowrap' }, fmtBytes(r.bytes_in), el('div', { class: 'pkts' }, fmtCount(r.packets_in) + ' pkt')),
-        el('td', { class: 'nowrap mono muted', title: fmtTimeFull(r.first_seen) }, fmtTime(r.first_seen)),
-        el('td', { class: 'muted nowrap' }, tv('ev.', r.event)),
-      );
+      tr.append(el('td', { class: 'nowrap' }, el('strong', null, nodeLink(r.node, api, '#traffic'))), ...GW.recordCells(r));
       return tr;
     }
 
@@ -1203,31 +906,16 @@
 
   // ---------------------------------------------------------------- language
 
-  function applyLang() {
-    document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
-    for (const e of $$('[data-i18n]')) e.textContent = t(e.dataset.i18n);
-    for (const e of $$('[data-i18n-ph]')) e.placeholder = t(e.dataset.i18nPh);
-    $('#lang').value = lang;
-    if (S.token) {
-      rules.rerender();
-      nodes.rerender();
-      traffic.rerender();
-      renderTop(S.nodes);
-    }
+  function rerender() {
+    rules.rerender();
+    nodes.rerender();
+    traffic.rerender();
+    renderTop(S.nodes);
   }
 
   // ---------------------------------------------------------------- wiring
 
-  function init() {
-    $('#login-form').addEventListener('submit', (ev) => { ev.preventDefault(); login($('#token').value.trim()); });
-    $('#logout').addEventListener('click', () => logout());
-    $('#lang').addEventListener('change', (ev) => {
-      lang = I18N[ev.target.value] ? ev.target.value : 'en';
-      localStorage.setItem('gw.lang', lang);
-      applyLang();
-    });
-    for (const b of $$('[data-tab]')) b.addEventListener('click', () => showTab(b.dataset.tab));
-
+  function wire() {
     // rules
     const saved = localStorage.getItem('gwc.set');
     if (saved) $('#rs-name').value = saved;
@@ -1256,17 +944,8 @@
     $('#tr-auto').addEventListener('change', (ev) => traffic.setAuto(ev.target.checked));
     $('#tr-all').addEventListener('click', () => traffic.chooseAll(true));
     $('#tr-none').addEventListener('click', () => traffic.chooseAll(false));
-
-    applyLang();
     rules.gutter();
-    const token = sessionStorage.getItem('gwc.token');
-    if (token) {
-      login(token).then(() => { if (!S.token) $('#login-view').hidden = false; });
-    } else {
-      $('#login-view').hidden = false;
-      $('#token').focus();
-    }
   }
 
-  init();
+  GW.start({ tokenKey: 'gwc.token', info: '#ctl-info', enter: enterApp, leave: leaveApp, tab: onTab, rerender, wire });
 })();

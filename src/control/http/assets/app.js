@@ -8,35 +8,17 @@
 
   const I18N = {
     en: {
-      'top.logout': 'Log out',
-      'login.title': 'Sign in',
       'login.subtitle': 'Management plane of this node',
-      'login.token': 'Access token',
-      'login.button': 'Log in',
-      'login.invalid': 'invalid token',
-      'login.empty': 'enter a token',
       'login.network': 'cannot reach the node: {m}',
-      'tab.traffic': 'Traffic', 'tab.workloads': 'Workloads', 'tab.rules': 'Rules', 'tab.usage': 'Usage',
+      'tab.workloads': 'Workloads', 'tab.usage': 'Usage',
       'node.uptime': 'up {t}', 'node.workers': 'workers {a}/{b}',
       'health.ok': 'healthy', 'health.degraded': 'degraded',
-      'f.workload': 'Workload', 'f.action': 'Action', 'f.app': 'App / category', 'f.since': 'Since (min)',
-      'f.q': 'Search', 'f.qph': 'host, address, rule…', 'f.apply': 'Apply', 'f.reset': 'Reset',
-      'f.any': 'any', 'f.all': 'all',
+      'f.app': 'App / category', 'f.since': 'Since (min)',
       't.sourceLog': 'Verdict log', 't.sourceFlows': 'Live flows',
       'live.off': 'not live', 'live.connecting': 'connecting…', 'live.live': 'live',
-      'live.retry': 'reconnecting in {s} s', 'live.poll': 'refreshing every 2 s',
-      'col.updated_at': 'Updated at', 'col.workload': 'Workload', 'col.flow': 'Flow', 'col.app': 'App',
-      'col.category': 'Category / how', 'col.action': 'Action', 'col.rule': 'Rule',
-      'col.out': 'Out bytes / pkts', 'col.in': 'In bytes / pkts', 'col.first_seen': 'First seen',
-      'col.event': 'Event',
-      'v.allow': 'allow', 'v.deny': 'deny', 'v.reject': 'reject', 'v.shape': 'shape',
-      'v.rate-limit': 'rate-limit', 'v.would allow': 'would allow', 'v.would deny': 'would deny',
-      'dir.ingress': 'ingress', 'dir.egress': 'egress',
-      'how.sni': 'TLS SNI', 'how.quic_sni': 'QUIC SNI', 'how.http_host': 'HTTP Host', 'how.dns': 'DNS',
-      'how.port': 'port',
-      'ev.new': 'new', 'ev.update': 'update', 'ev.rejudged': 'rejudged', 'ev.end': 'end', 'ev.live': 'live',
+      'live.retry': 'reconnecting in {s} s',
       't.older': 'Older', 't.count': '{n} records', 't.noOlder': '{n} records, no older ones',
-      't.empty': 'No records match.', 't.notEnforced': 'mirror: not enforced', 't.loggedBy': 'logged by {r}',
+      't.empty': 'No records match.',
       'wl.name': 'Name', 'wl.kind': 'Kind', 'wl.ports': 'Ports', 'wl.mode': 'Mode', 'wl.setMode': 'Set mode',
       'wl.apply': 'Apply', 'wl.onFailure': 'On failure', 'wl.macs': 'MACs', 'wl.ips': 'IPs',
       'wl.rateOut': 'Out /s', 'wl.rateIn': 'In /s', 'wl.drops': 'Kernel drops',
@@ -46,20 +28,15 @@
       'kind.pod': 'pod', 'kind.vm': 'VM', 'fail.open': 'open', 'fail.closed': 'closed',
       'mode.off': 'off', 'mode.mirror': 'mirror', 'mode.inline': 'inline',
       'rules.current': 'Current rules', 'rules.generation': 'Generation', 'rules.count': 'Rules',
-      'rules.hash': 'Hash', 'rules.at': 'At', 'rules.by': 'By', 'rules.origin': 'Origin',
-      'rules.editor': 'Editor', 'rules.import': 'Import file…', 'rules.revert': 'Reset to current',
-      'rules.validate': 'Validate', 'rules.push': 'Push', 'rules.history': 'History',
-      'rules.rollback': 'Rollback', 'rules.isCurrent': 'current', 'rules.line': 'line {n}',
-      'rules.validating': 'Validating…', 'rules.pushing': 'Pushing…', 'rules.rollingBack': 'Rolling back…',
+      'rules.hash': 'Hash', 'rules.at': 'At', 'rules.by': 'By',
+      'rules.revert': 'Reset to current',
       'rules.valid': 'Valid: {n} rules. Nothing applied.',
       'rules.invalid': '{n} error(s). Nothing applied.',
       'rules.pushed': 'Pushed: generation {g}, {n} rules.',
       'rules.pushFailed': 'Push refused, nothing applied: {m}',
       'rules.rolledBack': 'Rolled back to generation {from}: now generation {g}.',
-      'rules.rollbackFailed': 'Rollback failed: {m}',
       'rules.loaded': 'Loaded {f} (not validated yet).',
       'rules.confirm': 'Roll back to generation {g}? Its rules are pushed as a new generation.',
-      'confirm.ok': 'Confirm', 'confirm.cancel': 'Cancel',
       'usage.window': 'Window', 'usage.w1': '1 s', 'usage.w10': '10 s', 'usage.w60': '1 min', 'usage.w300': '5 min',
       'usage.workload': 'Workload', 'usage.all': 'all workloads',
       'usage.y': 'bytes per {w} s window (in + out)', 'usage.empty': 'No traffic in this period.',
@@ -67,41 +44,19 @@
       'usage.bandwidth': 'Bandwidth limits', 'usage.limit': 'Limit', 'usage.changes': 'Auto-bandwidth changes',
       'usage.at': 'At', 'usage.fromTo': 'From → to', 'usage.reason': 'Reason', 'usage.none': 'None.',
       'reason.saturated': 'saturated', 'reason.idle': 'idle',
-      'cat.streaming': 'streaming', 'cat.im': 'im', 'cat.gaming': 'gaming', 'cat.web': 'web',
-      'cat.unknown': 'unknown', 'cat.other': 'other',
-      'err.forbidden': 'admin role required', 'err.network': 'network error: {m}',
-      'err.http': 'HTTP {s}: {m}',
     },
     zh: {
-      'top.logout': '退出登录',
-      'login.title': '登录',
       'login.subtitle': '本节点管理平面',
-      'login.token': '访问令牌',
-      'login.button': '登录',
-      'login.invalid': '令牌无效',
-      'login.empty': '请输入令牌',
       'login.network': '无法连接节点：{m}',
-      'tab.traffic': '流量', 'tab.workloads': '工作负载', 'tab.rules': '规则', 'tab.usage': '用量',
+      'tab.workloads': '工作负载', 'tab.usage': '用量',
       'node.uptime': '已运行 {t}', 'node.workers': '工作线程 {a}/{b}',
       'health.ok': '正常', 'health.degraded': '降级',
-      'f.workload': '工作负载', 'f.action': '动作', 'f.app': '应用 / 类别', 'f.since': '最近（分钟）',
-      'f.q': '搜索', 'f.qph': '主机名、地址、规则…', 'f.apply': '筛选', 'f.reset': '重置',
-      'f.any': '全部', 'f.all': '全部',
+      'f.app': '应用 / 类别', 'f.since': '最近（分钟）',
       't.sourceLog': '判定日志', 't.sourceFlows': '实时流表',
       'live.off': '未连接', 'live.connecting': '连接中…', 'live.live': '实时',
-      'live.retry': '{s} 秒后重连', 'live.poll': '每 2 秒刷新',
-      'col.updated_at': '更新于', 'col.workload': '工作负载', 'col.flow': '流', 'col.app': '应用',
-      'col.category': '类别 / 识别方式', 'col.action': '动作', 'col.rule': '规则',
-      'col.out': '出向 字节 / 包', 'col.in': '入向 字节 / 包', 'col.first_seen': '首次出现',
-      'col.event': '事件',
-      'v.allow': '允许', 'v.deny': '禁止', 'v.reject': '拒绝', 'v.shape': '整形',
-      'v.rate-limit': '限速', 'v.would allow': '将允许', 'v.would deny': '将禁止',
-      'dir.ingress': '入向', 'dir.egress': '出向',
-      'how.sni': 'TLS SNI', 'how.quic_sni': 'QUIC SNI', 'how.http_host': 'HTTP Host', 'how.dns': 'DNS',
-      'how.port': '端口',
-      'ev.new': '新建', 'ev.update': '更新', 'ev.rejudged': '重新判定', 'ev.end': '结束', 'ev.live': '活动',
+      'live.retry': '{s} 秒后重连',
       't.older': '更早', 't.count': '{n} 条记录', 't.noOlder': '{n} 条记录，没有更早的记录',
-      't.empty': '没有匹配的记录。', 't.notEnforced': '镜像：未执行', 't.loggedBy': '由 {r} 记录',
+      't.empty': '没有匹配的记录。',
       'wl.name': '名称', 'wl.kind': '类型', 'wl.ports': '端口', 'wl.mode': '引流模式', 'wl.setMode': '切换模式',
       'wl.apply': '应用', 'wl.onFailure': '故障时', 'wl.macs': 'MAC 地址', 'wl.ips': 'IP 地址',
       'wl.rateOut': '出向 /秒', 'wl.rateIn': '入向 /秒', 'wl.drops': '内核丢包',
@@ -111,20 +66,15 @@
       'kind.pod': 'Pod', 'kind.vm': '虚拟机', 'fail.open': '放行', 'fail.closed': '阻断',
       'mode.off': '关闭 (off)', 'mode.mirror': '镜像 (mirror)', 'mode.inline': '串接 (inline)',
       'rules.current': '当前规则', 'rules.generation': '版本', 'rules.count': '规则数',
-      'rules.hash': '哈希', 'rules.at': '时间', 'rules.by': '操作者', 'rules.origin': '来源',
-      'rules.editor': '编辑器', 'rules.import': '导入文件…', 'rules.revert': '恢复为当前规则',
-      'rules.validate': '规则校验', 'rules.push': '下发', 'rules.history': '历史版本',
-      'rules.rollback': '回滚', 'rules.isCurrent': '当前', 'rules.line': '第 {n} 行',
-      'rules.validating': '校验中…', 'rules.pushing': '下发中…', 'rules.rollingBack': '回滚中…',
+      'rules.hash': '哈希', 'rules.at': '时间', 'rules.by': '操作者',
+      'rules.revert': '恢复为当前规则',
       'rules.valid': '校验通过：{n} 条规则。未应用。',
       'rules.invalid': '{n} 个错误。未应用。',
       'rules.pushed': '已下发：版本 {g}，{n} 条规则。',
       'rules.pushFailed': '下发被拒绝，未应用：{m}',
       'rules.rolledBack': '已回滚到版本 {from}：当前版本 {g}。',
-      'rules.rollbackFailed': '回滚失败：{m}',
       'rules.loaded': '已载入 {f}（尚未校验）。',
       'rules.confirm': '回滚到版本 {g}？其规则将作为新版本下发。',
-      'confirm.ok': '确认', 'confirm.cancel': '取消',
       'usage.window': '统计窗口', 'usage.w1': '1 秒', 'usage.w10': '10 秒', 'usage.w60': '1 分钟',
       'usage.w300': '5 分钟', 'usage.workload': '工作负载', 'usage.all': '全部工作负载',
       'usage.y': '每 {w} 秒窗口字节数（入向 + 出向）', 'usage.empty': '此时段无流量。',
@@ -132,50 +82,15 @@
       'usage.bandwidth': '带宽限制', 'usage.limit': '限额', 'usage.changes': '自动带宽调整',
       'usage.at': '时间', 'usage.fromTo': '从 → 到', 'usage.reason': '原因', 'usage.none': '无。',
       'reason.saturated': '饱和', 'reason.idle': '空闲',
-      'cat.streaming': '流媒体', 'cat.im': '即时通讯', 'cat.gaming': '游戏', 'cat.web': '网页',
-      'cat.unknown': '未知', 'cat.other': '其他',
-      'err.forbidden': '需要管理员权限', 'err.network': '网络错误：{m}',
-      'err.http': 'HTTP {s}：{m}',
     },
   };
 
-  let lang = I18N[localStorage.getItem('gw.lang')] ? localStorage.getItem('gw.lang') : 'en';
-
-  // t('key', {var}) -> translated text; unknown keys fall back to English, then to the key.
-  function t(key, vars) {
-    let s = I18N[lang][key] ?? I18N.en[key] ?? key;
-    if (vars) s = s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m));
-    return s;
-  }
-  // Translate a server value if we know it (e.g. 'v.deny'), else show it as is.
-  const tv = (prefix, value) => (value == null ? '' : (I18N.en[prefix + value] ? t(prefix + value) : String(value)));
+  GW.i18n(I18N);
+  const { t, tv, $, $$, el, fill, setAttrs, toast, askConfirm, pad, toMs, fmtTime, fmtTimeFull, fmtBytes, fmtCount,
+    S, ApiError, api, errText, report, startPoll, stopPoll, sessionExpired } = GW;
 
   // ---------------------------------------------------------------- DOM helpers
 
-  const $ = (sel, root = document) => root.querySelector(sel);
-  const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
-
-  // el('td', {class: 'x', 'data-a': v}, 'text', childNode, ...): strings become text nodes.
-  function el(tag, attrs, ...children) {
-    const e = document.createElement(tag);
-    setAttrs(e, attrs);
-    return fill(e, ...children);
-  }
-  // Replace a node's children; same child rules as el().
-  function fill(node, ...children) {
-    node.replaceChildren();
-    for (const c of children.flat()) {
-      if (c == null || c === false) continue;
-      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-    }
-    return node;
-  }
-  function setAttrs(e, attrs) {
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v == null || v === false) continue;
-      e.setAttribute(k, v === true ? '' : String(v));
-    }
-  }
   const SVGNS = 'http://www.w3.org/2000/svg';
   function svgEl(tag, attrs, text) {
     const e = document.createElementNS(SVGNS, tag);
@@ -184,41 +99,8 @@
     return e;
   }
 
-  function toast(msg, kind = 'error') {
-    const box = el('div', { class: 'toast ' + kind }, msg);
-    $('#toasts').append(box);
-    setTimeout(() => box.remove(), kind === 'error' ? 6000 : 3500);
-  }
-
   // ---------------------------------------------------------------- formatting
 
-  const pad = (n, w = 2) => String(n).padStart(w, '0');
-  const toMs = (v) => (typeof v === 'number' ? v : Date.parse(v));
-
-  // Local time HH:MM:SS, with the date in front when it is not today.
-  function fmtTime(v) {
-    const ms = toMs(v);
-    if (!Number.isFinite(ms)) return '';
-    const d = new Date(ms);
-    const now = new Date();
-    const hms = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-    const today = d.getFullYear() === now.getFullYear() && d.getMonth() === now.getMonth() && d.getDate() === now.getDate();
-    return today ? hms : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hms}`;
-  }
-  function fmtTimeFull(v) {
-    const ms = toMs(v);
-    if (!Number.isFinite(ms)) return '';
-    const d = new Date(ms);
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
-  }
-  function fmtBytes(n) {
-    if (n == null || !Number.isFinite(n)) return '—';
-    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-    let i = 0;
-    while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-    return (i === 0 ? String(Math.round(n)) : n.toFixed(Math.abs(n) < 10 ? 1 : 0)) + ' ' + units[i];
-  }
   function fmtBits(bytesPerSec) {
     let n = bytesPerSec * 8;
     const units = ['bit/s', 'kbit/s', 'Mbit/s', 'Gbit/s'];
@@ -226,7 +108,6 @@
     while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
     return (Number.isInteger(n) ? n : n.toFixed(n < 10 ? 2 : 1)) + ' ' + units[i];
   }
-  const fmtCount = (n) => (Number.isFinite(n) ? n.toLocaleString('en-US') : '—');
   function fmtUptime(s) {
     const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
     if (d) return `${d}d ${h}h`;
@@ -234,130 +115,18 @@
     return `${m}m ${s % 60}s`;
   }
 
-  // ---------------------------------------------------------------- API
-
-  const S = {
-    token: null, role: null, subject: null, tab: null,
-    polls: {},          // name -> handle of a running poll loop
-  };
-
-  class ApiError extends Error {
-    constructor(status, body) {
-      super(body && body.error ? body.error : `HTTP ${status}`);
-      this.status = status;
-      this.body = body || {};
-    }
-  }
-
-  async function api(path, { method = 'GET', body, token = S.token } = {}) {
-    const session = S.token;
-    const headers = { Authorization: 'Bearer ' + token, Accept: 'application/json' };
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
-    const res = await fetch(path, {
-      method, headers, cache: 'no-store',
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    let data = null;
-    if (text) { try { data = JSON.parse(text); } catch { data = { error: text.slice(0, 200) }; } }
-    if (token === session && S.token !== session) throw new ApiError(0, { error: 'logged out' }); // stale answer
-    if (res.status === 401 && token === S.token) sessionExpired();
-    if (!res.ok) throw new ApiError(res.status, data);
-    return data;
-  }
-
-  function errText(e) {
-    if (e instanceof ApiError) {
-      if (e.status === 403) return t('err.forbidden');
-      if (e.status === 401) return t('login.invalid');
-      return e.body.error ? String(e.body.error) : t('err.http', { s: e.status, m: '' });
-    }
-    return t('err.network', { m: e && e.message ? e.message : String(e) });
-  }
-  function report(e) {
-    if (e instanceof ApiError && (e.status === 401 || e.status === 0)) return; // back at login already
-    toast(errText(e));
-  }
-
-  // Repeating poll (setTimeout chain, so calls never overlap).
-  function startPoll(name, fn, ms) {
-    stopPoll(name);
-    const h = { timer: null };
-    S.polls[name] = h;
-    const tick = async () => {
-      try { await fn(); } catch (e) { report(e); }
-      if (S.polls[name] === h) h.timer = setTimeout(tick, ms);
-    };
-    tick();
-  }
-  function stopPoll(name) {
-    const h = S.polls[name];
-    if (h) { clearTimeout(h.timer); delete S.polls[name]; }
-  }
-
-  // ---------------------------------------------------------------- login / session
-
-  async function login(token) {
-    const errBox = $('#login-error');
-    errBox.hidden = true;
-    if (!token) { showLoginError(t('login.empty')); return; }
-    let who;
-    try {
-      who = await api('/api/v1/whoami', { token });
-    } catch (e) {
-      showLoginError(e instanceof ApiError && e.status === 401 ? t('login.invalid') : errText(e));
-      sessionStorage.removeItem('gw.token');
-      return;
-    }
-    S.token = token;
-    S.role = who.role;
-    S.subject = who.subject;
-    sessionStorage.setItem('gw.token', token);
-    enterApp();
-  }
-
-  function showLoginError(msg) {
-    const errBox = $('#login-error');
-    errBox.textContent = msg;
-    errBox.hidden = false;
-  }
+  // ---------------------------------------------------------------- session
 
   function enterApp() {
-    $('#login-view').hidden = true;
-    $('#app').hidden = false;
-    $('#logout').hidden = false;
-    $('#node-info').hidden = false;
-    const who = $('#whoami');
-    who.replaceChildren(el('span', { class: 'role role-' + S.role }, S.role), ' ', el('span', { class: 'muted' }, S.subject || ''));
-    who.hidden = false;
-    document.body.classList.toggle('viewer', S.role !== 'admin');
-    $('#token').value = '';
     startPoll('node', pollNode, 5000);
     refreshWorkloadNames().catch(report);
-    const want = location.hash.slice(1);
-    showTab(['traffic', 'workloads', 'rules', 'usage'].includes(want) ? want : 'traffic');
+    GW.showTabOfHash();
     traffic.reload();
   }
 
-  function logout(message) {
-    S.token = null;
-    S.role = null;
-    sessionStorage.removeItem('gw.token');
-    for (const name of Object.keys(S.polls)) stopPoll(name);
+  function leaveApp() {
     traffic.stop();
     for (const m of [traffic, workloads, rules, usage]) m.reset();
-    $('#app').hidden = true;
-    $('#logout').hidden = true;
-    $('#whoami').hidden = true;
-    $('#node-info').hidden = true;
-    $('#login-view').hidden = false;
-    $('#login-error').hidden = true;
-    if (message) showLoginError(message);
-    $('#token').focus();
-  }
-
-  function sessionExpired() {
-    if (S.token) logout(t('login.invalid'));
   }
 
   async function pollNode() {
@@ -384,11 +153,8 @@
 
   // ---------------------------------------------------------------- tabs
 
-  function showTab(name) {
-    S.tab = name;
-    for (const b of $$('[data-tab]')) b.setAttribute('aria-selected', String(b.dataset.tab === name));
-    for (const p of $$('[data-panel]')) p.hidden = p.dataset.panel !== name;
-    history.replaceState(null, '', '#' + name);
+  // Tab `name` is shown now (GW.showTab).
+  function onTab(name) {
     stopPoll('workloads');
     stopPoll('usage');
     stopPoll('flows');
@@ -424,17 +190,6 @@
       return p;
     }
 
-    function actionCell(r) {
-      const enforced = r.enforced !== false;
-      const label = enforced ? r.action : r.verdict;
-      const badge = el('span', {
-        class: 'badge ' + (r.action === 'deny' ? 'deny' : 'allow') + (enforced ? '' : ' dry'),
-        title: enforced ? null : t('t.notEnforced'),
-      }, tv('v.', label));
-      const detail = r.detail && r.detail !== r.action ? el('div', { class: 'detail' }, tv('v.', r.detail)) : null;
-      return el('td', { class: 'nowrap' }, badge, detail);
-    }
-
     function row(r) {
       const upd = toMs(r.updated_at);
       const tr = el('tr', {
@@ -442,26 +197,7 @@
         'data-action': r.action, 'data-verdict': r.verdict, 'data-updated-at': Number.isFinite(upd) ? upd : '',
         class: r.action === 'deny' ? 'is-deny' : null,
       });
-      tr.append(
-        el('td', { class: 'nowrap mono', title: fmtTimeFull(r.updated_at) }, fmtTime(r.updated_at)),
-        el('td', { class: 'nowrap' }, r.workload,
-          r.mode && r.mode !== 'inline' ? el('span', { class: 'tag' }, r.mode) : null),
-        el('td', { class: 'mono nowrap flow' },
-          el('div', null, el('span', { class: 'proto' }, (r.proto || '').toUpperCase()), ' ', r.src,
-            r.direction ? [' ', el('span', { class: 'dir' }, tv('dir.', r.direction))] : null),
-          el('div', null, el('span', { class: 'arrow' }, '→ '), r.dst)),
-        el('td', { class: 'app' }, el('strong', null, r.app || '—'),
-          r.host ? el('div', { class: 'host muted' }, r.host) : null),
-        el('td', { class: 'nowrap' }, r.category ? tv('cat.', r.category) : '—',
-          r.how ? el('div', { class: 'how muted' }, tv('how.', r.how)) : null),
-        actionCell(r),
-        el('td', { class: 'mono nowrap', title: r.logged_by ? t('t.loggedBy', { r: r.logged_by }) : null },
-          r.rule || '', r.logged_by ? el('span', { class: 'tag' }, 'log') : null),
-        el('td', { class: 'r mono nowrap' }, fmtBytes(r.bytes_out), el('div', { class: 'pkts' }, fmtCount(r.packets_out) + ' pkt')),
-        el('td', { class: 'r mono nowrap' }, fmtBytes(r.bytes_in), el('div', { class: 'pkts' }, fmtCount(r.packets_in) + ' pkt')),
-        el('td', { class: 'nowrap mono muted', title: fmtTimeFull(r.first_seen) }, fmtTime(r.first_seen)),
-        el('td', { class: 'muted nowrap' }, tv('ev.', r.event)),
-      );
+      tr.append(...GW.recordCells(r));
       return tr;
     }
 
@@ -812,12 +548,8 @@
 
     const editor = () => $('#rules-editor');
 
-    function status(state, text) {
-      const s = $('#rules-status');
-      s.dataset.state = state;
-      s.textContent = text || '';
-      s.className = 'status ' + ({ valid: 'ok', pushed: 'ok', 'rolled-back': 'ok', invalid: 'bad', 'push-failed': 'bad', 'rollback-failed': 'bad' }[state] || '');
-    }
+    const STATUS = { valid: 'ok', pushed: 'ok', 'rolled-back': 'ok', invalid: 'bad', 'push-failed': 'bad', 'rollback-failed': 'bad' };
+    const status = (state, text) => GW.ruleStatus(STATUS, state, text);
 
     // errors: [{line, field, message}]; a line of 0 or null means unknown.
     function showErrors(errors) {
@@ -840,26 +572,8 @@
       gutter();
     }
 
-    function gutter() {
-      const n = editor().value.split('\n').length;
-      const g = $('#rules-gutter');
-      const items = [];
-      for (let i = 1; i <= n; i++) items.push(el('div', { class: errLines.has(i) ? 'err' : null }, i));
-      g.replaceChildren(...items);
-      g.scrollTop = editor().scrollTop;
-    }
-
-    function gotoLine(n) {
-      const ta = editor();
-      const lines = ta.value.split('\n');
-      let start = 0;
-      for (let i = 0; i < n - 1 && i < lines.length; i++) start += lines[i].length + 1;
-      const end = start + (lines[n - 1] || '').length;
-      ta.focus();
-      ta.setSelectionRange(start, end);
-      const lh = parseFloat(getComputedStyle(ta).lineHeight) || 18;
-      ta.scrollTop = Math.max(0, (n - 4) * lh);
-    }
+    const gutter = () => GW.gutter(errLines);
+    const gotoLine = GW.gotoLine;
 
     function renderCurrent() {
       if (!current) return;
@@ -991,18 +705,6 @@
 
     return { load, validate, push, importFile, revert, gutter, rerender, reset };
   })();
-
-  // In-page confirmation dialog; resolves true when #confirm-ok is clicked.
-  function askConfirm(text, okLabel) {
-    const d = $('#confirm');
-    $('#confirm-text').textContent = text;
-    $('#confirm-ok').textContent = okLabel || t('confirm.ok');
-    d.returnValue = '';
-    d.showModal();
-    return new Promise((resolve) => {
-      d.addEventListener('close', () => resolve(d.returnValue === 'ok'), { once: true });
-    });
-  }
 
   // ---------------------------------------------------------------- usage
 
@@ -1163,32 +865,17 @@
 
   // ---------------------------------------------------------------- language
 
-  function applyLang() {
-    document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
-    for (const e of $$('[data-i18n]')) e.textContent = t(e.dataset.i18n);
-    for (const e of $$('[data-i18n-ph]')) e.placeholder = t(e.dataset.i18nPh);
-    $('#lang').value = lang;
-    if (S.token) {
-      traffic.rerender();
-      workloads.rerender();
-      rules.rerender();
-      usage.rerender();
-      pollNode().catch(() => {});
-    }
+  function rerender() {
+    traffic.rerender();
+    workloads.rerender();
+    rules.rerender();
+    usage.rerender();
+    pollNode().catch(() => {});
   }
 
   // ---------------------------------------------------------------- wiring
 
-  function init() {
-    $('#login-form').addEventListener('submit', (ev) => { ev.preventDefault(); login($('#token').value.trim()); });
-    $('#logout').addEventListener('click', () => logout());
-    $('#lang').addEventListener('change', (ev) => {
-      lang = I18N[ev.target.value] ? ev.target.value : 'en';
-      localStorage.setItem('gw.lang', lang);
-      applyLang();
-    });
-    for (const b of $$('[data-tab]')) b.addEventListener('click', () => showTab(b.dataset.tab));
-
+  function wire() {
     $('#filters').addEventListener('submit', (ev) => { ev.preventDefault(); traffic.reload(); });
     $('#f-reset').addEventListener('click', () => {
       for (const id of ['#f-workload', '#f-app', '#f-q', '#f-since']) $(id).value = '';
@@ -1209,16 +896,7 @@
     $('#usage-window').addEventListener('change', () => { if (S.tab === 'usage') startPoll('usage', usage.poll, 2000); });
     $('#usage-workload').addEventListener('change', () => { if (S.tab === 'usage') startPoll('usage', usage.poll, 2000); });
     window.addEventListener('resize', () => usage.rerender());
-
-    applyLang();
-    const saved = sessionStorage.getItem('gw.token');
-    if (saved) {
-      login(saved).then(() => { if (!S.token) $('#login-view').hidden = false; });
-    } else {
-      $('#login-view').hidden = false;
-      $('#token').focus();
-    }
   }
 
-  init();
+  GW.start({ tokenKey: 'gw.token', info: '#node-info', enter: enterApp, leave: leaveApp, tab: onTab, rerender, wire });
 })();
