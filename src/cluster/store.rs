@@ -77,10 +77,17 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time one etcd request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects to etcd. A member that dies closes its connections at once; one
-/// cut off silently is found by HTTP/2 keep-alives within 15 s, so a watch on
-/// it ends instead of hanging (pings are spaced so that thousands of nodes
-/// do not load the members with them).
+/// Where the next connection starts looking: connections spread over the
+/// members, and one that failed is not tried first again.
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Connects to one live member of etcd, trying them in turn. The client
+/// speaks to that member only (the crate's balanced channel fails requests
+/// while any member is down): when it goes, the caller connects again and
+/// gets another. A member that dies closes its connections at once; one cut
+/// off silently is found by HTTP/2 keep-alives within 15 s, so a watch on it
+/// ends instead of hanging (pings are spaced so that thousands of nodes do
+/// not load the members with them).
 pub async fn connect(o: &EtcdOptions) -> Result<Client, String> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
@@ -98,10 +105,36 @@ pub async fn connect(o: &EtcdOptions) -> Result<Client, String> {
         }
         opts = opts.with_tls(tls);
     }
-    let c = Client::connect(&o.endpoints, Some(opts))
-        .await
-        .map_err(|e| format!("etcd {}: {e}", o.endpoints.join(",")))?;
-    Ok(c)
+    let n = o.endpoints.len();
+    let start = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for i in 0..n {
+        let ep = &o.endpoints[(start + i) % n];
+        let tried = async {
+            let mut c = Client::connect([ep], Some(opts.clone())).await?;
+            // A request proves the member answers (connecting alone may not).
+            c.get("/guardwire/", Some(GetOptions::new().with_count_only()))
+                .await?;
+            Ok::<_, etcd_client::Error>(c)
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT + REQUEST_TIMEOUT, tried).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => errors.push(format!("{ep}: {e}")),
+            Err(_) => errors.push(format!("{ep}: no answer")),
+        }
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Err(format!("etcd: no member answers ({})", errors.join("; ")))
+}
+
+/// Whether a failed request can never have reached etcd (no connection), so
+/// sending it again cannot apply it twice.
+pub fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
 }
 
 /// One rule set as the store has it.

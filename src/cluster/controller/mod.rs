@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 
 /// What `guardwire controller` is started with.
 #[derive(Clone, Debug)]
@@ -42,18 +42,48 @@ pub struct Ctl {
 }
 
 impl Ctl {
-    /// A client of etcd, connecting on first use (the connection then
-    /// follows the members itself).
+    /// A client of etcd, connected to one live member on first use.
     pub async fn etcd(&self) -> Result<etcd_client::Client, Refusal> {
-        let mut c = self.client.lock().await;
-        if let Some(c) = &*c {
-            return Ok(c.clone());
+        if let Some(c) = self
+            .client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(c);
         }
         let new = store::connect(&self.opts)
             .await
             .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
-        *c = Some(new.clone());
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(new.clone());
         Ok(new)
+    }
+
+    /// Runs `op` against etcd. When it fails, the member it reached is
+    /// forgotten and, if `idempotent` (or the request never left), it runs
+    /// once more on another member: one member gone does not fail requests.
+    pub async fn call<T, F, Fut>(&self, idempotent: bool, op: F) -> Result<T, Refusal>
+    where
+        F: Fn(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut tries = 0;
+        loop {
+            let c = self.etcd().await?;
+            match op(c).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    *self.client.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    tries += 1;
+                    if tries >= 2 || !(idempotent || store::never_sent(&e)) {
+                        return Err(Refusal::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("etcd: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -29,10 +29,6 @@ pub const TRAFFIC_LIMIT: usize = 500;
 /// History entries shown.
 pub const HISTORY_SHOWN: i64 = 50;
 
-fn etcd_err(e: etcd_client::Error) -> Refusal {
-    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("etcd: {e}"))
-}
-
 fn name_ok(name: &str) -> Result<(), Refusal> {
     if store::valid_name(name) {
         Ok(())
@@ -99,19 +95,24 @@ impl Ctl {
         name: &str,
         limit: i64,
     ) -> Result<Vec<(i64, HistoryEntry)>, Refusal> {
-        let mut c = self.etcd().await?;
-        let r = c
-            .get(
-                store::history_prefix(name),
-                Some(
-                    GetOptions::new()
-                        .with_prefix()
-                        .with_sort(SortTarget::Key, SortOrder::Descend)
-                        .with_limit(limit),
-                ),
-            )
-            .await
-            .map_err(etcd_err)?;
+        let prefix = store::history_prefix(name);
+        let r = self
+            .call(true, |mut c| {
+                let prefix = prefix.clone();
+                async move {
+                    c.get(
+                        prefix,
+                        Some(
+                            GetOptions::new()
+                                .with_prefix()
+                                .with_sort(SortTarget::Key, SortOrder::Descend)
+                                .with_limit(limit),
+                        ),
+                    )
+                    .await
+                }
+            })
+            .await?;
         Ok(r.kvs()
             .iter()
             .filter_map(|kv| {
@@ -122,16 +123,20 @@ impl Ctl {
     }
 
     async fn sets(&self) -> Result<BTreeMap<String, StoredSet>, Refusal> {
-        let mut c = self.etcd().await?;
-        Ok(store::list(&mut c).await.map_err(etcd_err)?.0)
+        let (sets, _) = self
+            .call(true, |mut c| async move { store::list(&mut c).await })
+            .await?;
+        Ok(sets)
     }
 
     async fn set(&self, name: &str) -> Result<Option<StoredSet>, Refusal> {
-        let mut c = self.etcd().await?;
-        let r = c
-            .get(store::ruleset_key(name), None)
-            .await
-            .map_err(etcd_err)?;
+        let key = store::ruleset_key(name);
+        let r = self
+            .call(true, |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         Ok(r.kvs().first().map(|kv| StoredSet {
             text: String::from_utf8_lossy(kv.value()).into_owned(),
             revision: kv.mod_revision(),
@@ -179,8 +184,12 @@ impl Ctl {
                 .and_then(ops),
             None => Txn::new().and_then(ops),
         };
-        let mut c = self.etcd().await?;
-        let r = c.txn(txn).await.map_err(etcd_err)?;
+        let r = self
+            .call(false, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         if !r.succeeded() {
             return Err(Refusal::new(
                 StatusCode::CONFLICT,
@@ -208,17 +217,17 @@ fn rand_u32() -> u32 {
 
 /// `GET /api/v1/health`
 pub async fn health(State(ctl): St) -> Json<serde_json::Value> {
-    let etcd = match ctl.etcd().await {
-        Ok(mut c) => match c
-            .get(
+    let etcd = match ctl
+        .call(true, |mut c| async move {
+            c.get(
                 store::PREFIX,
                 Some(GetOptions::new().with_prefix().with_count_only()),
             )
             .await
-        {
-            Ok(_) => "ok".to_string(),
-            Err(e) => e.to_string(),
-        },
+        })
+        .await
+    {
+        Ok(_) => "ok".to_string(),
         Err(e) => e.body.error,
     };
     Json(serde_json::json!({ "ok": etcd == "ok", "etcd": etcd }))
@@ -373,15 +382,14 @@ pub async fn rollback(
     caller: Option<Extension<Caller>>,
 ) -> Answer<Pushed> {
     name_ok(&name)?;
-    let mut c = ctl.etcd().await?;
     // The entry whose key was created at that revision.
-    let r = c
-        .get(
-            store::history_prefix(&name),
-            Some(GetOptions::new().with_prefix()),
-        )
-        .await
-        .map_err(etcd_err)?;
+    let prefix = store::history_prefix(&name);
+    let r = ctl
+        .call(true, |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
     let Some(entry) = r
         .kvs()
         .iter()
@@ -465,11 +473,12 @@ pub struct Nodes {
 /// `GET /api/v1/nodes`
 pub async fn nodes(State(ctl): St) -> Answer<Nodes> {
     let sets = ctl.sets().await?;
-    let mut c = ctl.etcd().await?;
-    let r = c
-        .get(store::nodes_prefix(), Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(etcd_err)?;
+    let r = ctl
+        .call(true, |mut c| async move {
+            c.get(store::nodes_prefix(), Some(GetOptions::new().with_prefix()))
+                .await
+        })
+        .await?;
     let mut info: BTreeMap<String, store::NodeInfo> = BTreeMap::new();
     let mut status: BTreeMap<String, NodeStatus> = BTreeMap::new();
     for kv in r.kvs() {
