@@ -56,12 +56,16 @@ for c in ip iperf3 ethtool ping sysctl socat curl; do
     command -v "$c" >/dev/null || missing+=("$c")
 done
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] || missing+=("CNI plugins")
+# The build: the etcd client's protocol files are compiled by protoc.
+command -v protoc >/dev/null || missing+=(protoc)
+[[ -e /usr/include/google/protobuf/descriptor.proto ]] || missing+=("protobuf headers")
 if [[ ${#missing[@]} -gt 0 ]]; then
     note "missing: ${missing[*]}; installing packages"
     apt-get update
-    apt-get install -y --no-install-recommends iproute2 iperf3 ethtool containernetworking-plugins iputils-ping procps socat curl
+    apt-get install -y --no-install-recommends iproute2 iperf3 ethtool containernetworking-plugins iputils-ping procps socat curl \
+        protobuf-compiler libprotobuf-dev
 else
-    note "iproute2, iperf3, ethtool, ping, sysctl, socat, curl and the CNI plugins are present"
+    note "iproute2, iperf3, ethtool, ping, sysctl, socat, curl, protoc and the CNI plugins are present"
 fi
 if [[ $CLUSTER == 1 ]]; then
     cl_missing=()
