@@ -5,7 +5,8 @@
 //!
 //! It pushes a rule set K times straight into etcd (the write the controller
 //! makes) and times, for every node, the push to the node's status saying it
-//! applied that revision. The baseline of the same run is etcd's own delivery:
+//! applied that revision, and (inside the process) to each agent putting it
+//! in force, before it reports it. The baseline of the same run is etcd's own delivery:
 //! the push to a plain watcher of the rule set key seeing it.
 //!
 //! Run by `bench/cluster.sh`, which starts the three-member etcd:
@@ -21,13 +22,17 @@ use std::time::{Duration, Instant};
 
 struct ParseOnly {
     apps: Apps,
+    /// When each revision was put in force, by every agent.
+    applied: std::sync::Mutex<HashMap<i64, Vec<Instant>>>,
 }
 
 impl Enforcer for ParseOnly {
-    fn apply(&self, set: &str, _revision: i64, text: &str) -> Result<(), String> {
-        RuleSet::parse_with(text, set, &self.apps)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn apply(&self, set: &str, revision: i64, text: &str) -> Result<(), String> {
+        RuleSet::parse_with(text, set, &self.apps).map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        let mut a = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        a.entry(revision).or_default().push(now);
+        Ok(())
     }
 
     fn facts(&self) -> (usize, u64) {
@@ -190,6 +195,7 @@ async fn main() {
     let mut ws = statuses_from(&mut c, first).await;
     let apps = Arc::new(ParseOnly {
         apps: Apps::builtin(),
+        applied: Default::default(),
     });
     for i in 0..a.agents {
         let cfg = AgentConfig {
@@ -260,7 +266,22 @@ async fn main() {
             }
         }
         let v = applied_times(&mut ws, a.agents, rev, t0, Duration::from_secs(60)).await;
+        // When the agents put it in force, before they report it.
+        let mut inside: Vec<f64> = apps
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&rev)
+            .map(|v| {
+                v.iter()
+                    .map(|t| t.duration_since(t0).as_secs_f64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        inside.sort_by(f64::total_cmp);
         let row = serde_json::json!({
+            "in_force_p50_ms": pct(&inside, 0.50) * 1e3,
+            "in_force_p99_ms": pct(&inside, 0.99) * 1e3,
             "push": k,
             "revision": rev,
             "applied": v.len(),
@@ -293,6 +314,8 @@ async fn main() {
             "pushes": a.pushes,
             "all_applied": all,
             "startup_s": up.last().copied().unwrap_or(f64::NAN),
+            "in_force_p50_ms": med("in_force_p50_ms"),
+            "in_force_p99_ms": med("in_force_p99_ms"),
             "p50_ms": med("p50_ms"),
             "p99_ms": med("p99_ms"),
             "max_ms": med("max_ms"),
