@@ -384,6 +384,28 @@ impl Cluster {
 
     /// Waits until all three nodes enforce `rev` of "default" and the
     /// controller says "realized on 3 of 3".
+    /// Pushes a set denying `ports` as "default" and waits until every node
+    /// enforces it; its revision.
+    fn push_realized(
+        &self,
+        url: &str,
+        ports: &[u16],
+        note: &str,
+        retry: Duration,
+        what: &str,
+    ) -> i64 {
+        let rev = self.push(url, "default", &deny(ports, note), retry);
+        self.wait_realized(url, rev, what);
+        rev
+    }
+
+    /// Waits until every node's cluster view satisfies `cond`.
+    fn wait_views(&self, timeout: Duration, what: &str, cond: impl Fn(&Value) -> bool) {
+        for i in ALL {
+            self.wait_view(i, timeout, &format!("node {i} {what}"), &cond);
+        }
+    }
+
     fn wait_realized(&self, url: &str, rev: i64, what: &str) {
         let want: Vec<(usize, &str, i64)> = ALL.iter().map(|&i| (i, "default", rev)).collect();
         self.wait_applied(url, &want, REALIZE, what);
@@ -616,8 +638,7 @@ fn a_rule_pushed_once_is_enforced_on_every_node() {
 fn an_invalid_set_in_etcd_is_refused_by_every_node_and_the_last_good_one_holds() {
     let c = Cluster::up("tcl2", &[]);
     let url = c.ctl_url(1);
-    let good = c.push(&url, "default", &deny(&[5001], "good"), Duration::ZERO);
-    c.wait_realized(&url, good, "the good set");
+    let good = c.push_realized(&url, &[5001], "good", Duration::ZERO, "the good set");
 
     // The controller refuses it, naming the line.
     let bad = "default = \"allow\"\n[[rule]]\nid = \"bad\"\nproto = \"tcp\"\ndst_ports = 5002\naction = \"explode\"\n";
@@ -672,13 +693,13 @@ fn an_invalid_set_in_etcd_is_refused_by_every_node_and_the_last_good_one_holds()
     );
 
     // A good set after it is taken again.
-    let next = c.push(
+    c.push_realized(
         &url,
-        "default",
-        &deny(&[5002], "good again"),
+        &[5002],
+        "good again",
         Duration::ZERO,
+        "a good set after the invalid one",
     );
-    c.wait_realized(&url, next, "a good set after the invalid one");
     c.expect(&ALL, &[5002], &[5001, 5003], "the next good set");
 }
 
@@ -686,13 +707,13 @@ fn an_invalid_set_in_etcd_is_refused_by_every_node_and_the_last_good_one_holds()
 fn the_controller_killed_nodes_keep_enforcing_and_a_second_replica_pushes() {
     let mut c = Cluster::up("tcl3", &[]);
     let url1 = c.ctl_url(1);
-    let rev = c.push(
+    let rev = c.push_realized(
         &url1,
-        "default",
-        &deny(&[5001], "from replica 1"),
+        &[5001],
+        "from replica 1",
         Duration::ZERO,
+        "a push through replica 1",
     );
-    c.wait_realized(&url1, rev, "a push through replica 1");
 
     c.sh("controller-stop", &["1", "--kill"]);
     assert_eq!(
@@ -728,36 +749,36 @@ fn the_controller_killed_nodes_keep_enforcing_and_a_second_replica_pushes() {
 fn one_etcd_member_stopped_pushes_still_reach_every_node() {
     let c = Cluster::up("tcl4", &[]);
     let url = c.ctl_url(1);
-    let rev = c.push(
+    c.push_realized(
         &url,
-        "default",
-        &deny(&[5001], "three members"),
+        &[5001],
+        "three members",
         Duration::ZERO,
+        "a push with three members",
     );
-    c.wait_realized(&url, rev, "a push with three members");
 
     // The leader goes: the others elect a new one.
     let leader = c.etcd_leader();
     eprintln!("stopping etcd member {leader} (the leader)");
     c.sh("etcd-stop", &[&leader.to_string()]);
-    let rev2 = c.push(
+    c.push_realized(
         &url,
-        "default",
-        &deny(&[5002], "two members"),
+        &[5002],
+        "two members",
         Duration::from_secs(15),
+        "a push with one member down",
     );
-    c.wait_realized(&url, rev2, "a push with one member down");
     c.expect(&ALL, &[5002], &[5001, 5003], "pushed with one member down");
 
     // It comes back; the next push reaches everyone too.
     c.sh("etcd-start", &[&leader.to_string()]);
-    let rev3 = c.push(
+    c.push_realized(
         &url,
-        "default",
-        &deny(&[5003], "three again"),
+        &[5003],
+        "three again",
         Duration::from_secs(15),
+        "a push with the member back",
     );
-    c.wait_realized(&url, rev3, "a push with the member back");
     c.expect(&ALL, &[5003], &[5001, 5002], "pushed with the member back");
 }
 
@@ -765,23 +786,20 @@ fn one_etcd_member_stopped_pushes_still_reach_every_node() {
 fn the_store_gone_nodes_keep_enforcing_say_stale_and_catch_up_when_it_is_back() {
     let c = Cluster::up("tcl5", &[]);
     let url = c.ctl_url(1);
-    let rev = c.push(
+    let rev = c.push_realized(
         &url,
-        "default",
-        &deny(&[5001], "before the store goes"),
+        &[5001],
+        "before the store goes",
         Duration::ZERO,
+        "a push before the store goes",
     );
-    c.wait_realized(&url, rev, "a push before the store goes");
 
     c.sh("etcd-stop-all", &[]);
-    for i in ALL {
-        c.wait_view(
-            i,
-            Duration::from_secs(30),
-            &format!("node {i} to say the store is unreachable"),
-            |v| v["stale"] == true && v["connected"] == false,
-        );
-    }
+    c.wait_views(
+        Duration::from_secs(30),
+        "to say the store is unreachable",
+        |v| v["stale"] == true && v["connected"] == false,
+    );
     for i in ALL {
         let v = c.view(i);
         assert_eq!(int(&v["applied"]["revision"]), rev, "node {i}: {v:#}");
@@ -797,21 +815,16 @@ fn the_store_gone_nodes_keep_enforcing_say_stale_and_catch_up_when_it_is_back() 
     c.expect(&ALL, &[5001], &[5002, 5003], "with no store");
 
     c.sh("etcd-start-all", &[]);
-    for i in ALL {
-        c.wait_view(
-            i,
-            Duration::from_secs(30),
-            &format!("node {i} to reach the store again"),
-            |v| v["stale"] == false && v["connected"] == true,
-        );
-    }
-    let rev2 = c.push(
+    c.wait_views(Duration::from_secs(30), "to reach the store again", |v| {
+        v["stale"] == false && v["connected"] == true
+    });
+    let rev2 = c.push_realized(
         &url,
-        "default",
-        &deny(&[5002], "the store is back"),
+        &[5002],
+        "the store is back",
         Duration::from_secs(20),
+        "a push after the store came back",
     );
-    c.wait_realized(&url, rev2, "a push after the store came back");
     for i in ALL {
         let v = c.view(i);
         assert_eq!(int(&v["applied"]["revision"]), rev2, "node {i}: {v:#}");
@@ -824,13 +837,13 @@ fn the_store_gone_nodes_keep_enforcing_say_stale_and_catch_up_when_it_is_back() 
 fn a_node_restarted_while_the_store_is_down_enforces_its_persisted_set() {
     let c = Cluster::up("tcl6", &[]);
     let url = c.ctl_url(1);
-    let rev = c.push(
+    let rev = c.push_realized(
         &url,
-        "default",
-        &deny(&[5001], "to be persisted"),
+        &[5001],
+        "to be persisted",
         Duration::ZERO,
+        "the set to persist",
     );
-    c.wait_realized(&url, rev, "the set to persist");
 
     c.sh("etcd-stop-all", &[]);
     c.wait_view(1, Duration::from_secs(30), "node 1 to notice", |v| {
@@ -868,8 +881,7 @@ fn a_node_restarted_while_the_store_is_down_enforces_its_persisted_set() {
 fn a_node_that_missed_three_pushes_and_a_compaction_catches_up() {
     let c = Cluster::up("tcl7", &[]);
     let url = c.ctl_url(1);
-    let rev = c.push(&url, "default", &deny(&[5001], "first"), Duration::ZERO);
-    c.wait_realized(&url, rev, "the first push");
+    let rev = c.push_realized(&url, &[5001], "first", Duration::ZERO, "the first push");
 
     c.sh("node-stop", &["3"]);
     let mut last = rev;
@@ -911,8 +923,7 @@ fn a_node_cut_off_from_the_store_catches_up_across_a_compaction() {
     // A short lease, so the controller sees the node go.
     let c = Cluster::up("tcl8", &["--lease-ttl", "3"]);
     let url = c.ctl_url(1);
-    let rev = c.push(&url, "default", &deny(&[5001], "first"), Duration::ZERO);
-    c.wait_realized(&url, rev, "the first push");
+    let rev = c.push_realized(&url, &[5001], "first", Duration::ZERO, "the first push");
 
     // Node 3's management link goes down (its guardwire keeps running).
     let sec = c.nvar(3, "NS_SEC").to_string();
