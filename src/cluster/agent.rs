@@ -277,10 +277,7 @@ impl Agent {
                             newest = newest.max(kv.mod_revision());
                             match ev.event_type() {
                                 EventType::Put => {
-                                    sets.insert(name.to_string(), StoredSet {
-                                        text: kv.value_str()?.to_string(),
-                                        revision: kv.mod_revision(),
-                                    });
+                                    sets.insert(name.to_string(), StoredSet::from_kv(kv)?);
                                 }
                                 EventType::Delete => {
                                     sets.remove(name);

@@ -144,6 +144,28 @@ pub struct StoredSet {
     pub text: String,
     /// etcd's mod_revision of its key: the cluster-wide revision.
     pub revision: i64,
+    /// The node labels it asks for ([`wanted_nodes`]), read once.
+    pub nodes: Vec<String>,
+}
+
+impl StoredSet {
+    /// A set of `text` at `revision`.
+    pub fn new(text: String, revision: i64) -> StoredSet {
+        let nodes = wanted_nodes(&text);
+        StoredSet {
+            text,
+            revision,
+            nodes,
+        }
+    }
+
+    /// The set a rule-set key holds.
+    pub fn from_kv(kv: &etcd_client::KeyValue) -> Result<StoredSet, etcd_client::Error> {
+        Ok(StoredSet::new(
+            kv.value_str()?.to_string(),
+            kv.mod_revision(),
+        ))
+    }
 }
 
 /// The node labels a rule set asks for, read without judging the rest of the
@@ -168,12 +190,11 @@ pub fn choose<'a>(
 ) -> Option<(&'a str, &'a StoredSet)> {
     let mut best: Option<(usize, &str, &StoredSet)> = None;
     for (name, s) in sets {
-        let want = wanted_nodes(&s.text);
-        if !want.iter().all(|w| labels.contains(w)) {
+        if !s.nodes.iter().all(|w| labels.contains(w)) {
             continue;
         }
-        if best.is_none_or(|(n, _, _)| want.len() > n) {
-            best = Some((want.len(), name, s));
+        if best.is_none_or(|(n, _, _)| s.nodes.len() > n) {
+            best = Some((s.nodes.len(), name, s));
         }
     }
     best.map(|(_, n, s)| (n, s))
@@ -245,13 +266,7 @@ pub async fn list(
         let Some(name) = kv.key_str()?.strip_prefix(&rulesets_prefix()) else {
             continue;
         };
-        sets.insert(
-            name.to_string(),
-            StoredSet {
-                text: kv.value_str()?.to_string(),
-                revision: kv.mod_revision(),
-            },
-        );
+        sets.insert(name.to_string(), StoredSet::from_kv(kv)?);
     }
     Ok((sets, rev))
 }
@@ -261,10 +276,7 @@ mod tests {
     use super::*;
 
     fn set(text: &str) -> StoredSet {
-        StoredSet {
-            text: text.into(),
-            revision: 1,
-        }
+        StoredSet::new(text.into(), 1)
     }
 
     #[test]

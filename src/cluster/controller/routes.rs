@@ -83,7 +83,7 @@ impl Ctl {
             revision: s.revision,
             hash: rulebook::hash(&s.text),
             rules: RuleSet::parse_with(&s.text, name, &self.apps).map_or(0, |r| r.len()),
-            nodes: store::wanted_nodes(&s.text),
+            nodes: s.nodes.clone(),
             by: last.map(|h| h.by.clone()),
             at: last.map(|h| h.at),
         }
@@ -137,10 +137,11 @@ impl Ctl {
                 async move { c.get(key, None).await }
             })
             .await?;
-        Ok(r.kvs().first().map(|kv| StoredSet {
-            text: String::from_utf8_lossy(kv.value()).into_owned(),
-            revision: kv.mod_revision(),
-        }))
+        r.kvs()
+            .first()
+            .map(StoredSet::from_kv)
+            .transpose()
+            .map_err(|e| Refusal::internal(format!("the stored rule set: {e}")))
     }
 
     /// Validates and writes a set with its history entry in one transaction.
