@@ -3,7 +3,8 @@
 //! an exact-destination rule in the middle of the list.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use guardwire::pipeline::firewall::{Direction, FlowFacts, RuleSet};
+use guardwire::pipeline::firewall::{FlowFacts, RuleSet};
+use guardwire::vocab::Direction;
 use std::hint::black_box;
 use std::net::IpAddr;
 

@@ -7,13 +7,13 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
-use guardwire::pipeline::firewall::{Direction, RuleSet};
+use guardwire::pipeline::firewall::RuleSet;
 use guardwire::pipeline::flow::Timeouts;
 use guardwire::pipeline::parse::L3;
 use guardwire::pipeline::spoof::Identity;
 use guardwire::pipeline::{Context, Inspector, MalformedPolicy, Pipeline, Size};
 use guardwire::port::{Frame, VnetHdr};
-use guardwire::switch::WorkloadId;
+use guardwire::vocab::{Direction, WorkloadId};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -36,7 +36,7 @@ fn one(pl: &Pipeline, ins: &Inspector, id: &Identity, frame: &[u8], now: u64) {
     id.check(&p).expect("own address");
     if let L3::Ip(ip) = p.l3 {
         let ctx = Context {
-            workload: WorkloadId(0),
+            workload: WorkloadId::new(0, 0),
             name: "pod0",
             direction: Direction::Egress,
             mirror: false,

@@ -17,3 +17,4 @@ pub mod pipeline;
 pub mod port;
 pub mod steer;
 pub mod switch;
+pub mod vocab;

@@ -6,7 +6,7 @@ use guardwire::control::http::client::{Client, Endpoint};
 use guardwire::control::http::types::{AttachOptions, AttachPod, AttachVm, Attached, LogQuery};
 use guardwire::control::record::{self, FlowRecord};
 use guardwire::control::{classify, daemon, stats};
-use guardwire::steer::{OnFailure, SteeringMode};
+use guardwire::vocab::{OnFailure, SteeringMode};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -461,7 +461,7 @@ struct AttachOpts {
     on_failure: Option<OnFailure>,
     /// A MAC the workload may send from (repeatable), for anti-spoofing; a pod's
     /// eth0 MAC and addresses are learned at attach, a VM's must be given.
-    #[arg(long = "mac", value_parser = |s: &str| guardwire::switch::parse_mac(s).map(|_| s.to_string()))]
+    #[arg(long = "mac", value_parser = |s: &str| guardwire::vocab::parse_mac(s).map(|_| s.to_string()))]
     macs: Vec<String>,
     /// An IP address the workload may send from (repeatable).
     #[arg(long = "ip")]

@@ -385,9 +385,9 @@ fn a_flood_on_a_small_disk_leaves_room_for_the_nodes_state() {
         .push_rules("default = \"allow\"\n[[rule]]\nproto = \"tcp\"\ndst_ports = \"23\"\naction = \"deny\"\n", "t")
         .expect("a rule push on a full log disk");
     assert_eq!(c.rules().unwrap().generation, rev.generation);
-    c.set_mode("pod1", guardwire::steer::SteeringMode::Mirror)
+    c.set_mode("pod1", guardwire::vocab::SteeringMode::Mirror)
         .expect("a mode switch on a full log disk");
-    c.set_mode("pod1", guardwire::steer::SteeringMode::Inline)
+    c.set_mode("pod1", guardwire::vocab::SteeringMode::Inline)
         .unwrap();
     n.ping(&n.pod_ns(1), &peer, 2);
     drop(d);

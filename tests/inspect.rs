@@ -233,7 +233,7 @@ action = "reject"
 
     // Mirror mode records the same verdict as "would deny" and blocks nothing.
     n.client()
-        .set_mode("pod1", guardwire::steer::SteeringMode::Mirror)
+        .set_mode("pod1", guardwire::vocab::SteeringMode::Mirror)
         .expect("mode mirror");
     assert!(
         curl(&n, &n.pod_ns(1), &[&url]),
@@ -250,7 +250,7 @@ action = "reject"
         |r| r.dst.ends_with(":8080") && !r.enforced,
     );
     n.client()
-        .set_mode("pod1", guardwire::steer::SteeringMode::Inline)
+        .set_mode("pod1", guardwire::vocab::SteeringMode::Inline)
         .expect("mode inline");
 
     // A bad rule file is refused with its line, and the running rules stay.

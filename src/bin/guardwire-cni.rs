@@ -8,7 +8,7 @@
 
 use guardwire::control::http::client::{Client, ClientError};
 use guardwire::control::http::types::{AttachOptions, AttachPod};
-use guardwire::steer::{OnFailure, SteeringMode};
+use guardwire::vocab::{OnFailure, SteeringMode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::io::Read;

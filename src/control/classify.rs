@@ -3,12 +3,11 @@
 
 use super::inspection::{load_apps, record};
 use super::record::FlowRecord;
-use crate::pipeline::firewall::Direction;
 use crate::pipeline::flow::Timeouts;
 use crate::pipeline::parse::L3;
 use crate::pipeline::{Context, Inspector, MalformedPolicy, Pipeline, Size, parse};
 use crate::port::VnetHdr;
-use crate::switch::WorkloadId;
+use crate::vocab::{Direction, WorkloadId};
 use pcap_file::pcap::PcapReader;
 use std::path::Path;
 use std::sync::Arc;
@@ -43,10 +42,10 @@ pub fn classify_pcap(path: &Path, apps: Option<&Path>) -> Result<Vec<FlowRecord>
                 packets: 1,
                 bytes: pkt.orig_len as u64,
             };
-            let (key, lo_to_hi) = crate::pipeline::flow::FlowKey::of(WorkloadId(0), &ip);
+            let (key, lo_to_hi) = crate::pipeline::flow::FlowKey::of(WorkloadId::new(0, 0), &ip);
             let first = *initiator_lo.entry(key).or_insert(lo_to_hi);
             let ctx = Context {
-                workload: WorkloadId(0),
+                workload: WorkloadId::new(0, 0),
                 name: "pcap",
                 direction: if first == lo_to_hi {
                     Direction::Egress

@@ -4,7 +4,7 @@
 use crate::pipeline::flow::Timeouts;
 use crate::pipeline::{EvasionPolicy, FragmentPolicy, MalformedPolicy};
 use crate::port::FaultConfig;
-use crate::steer::{OnFailure, SteeringMode};
+use crate::vocab::{OnFailure, SteeringMode};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -625,7 +625,7 @@ impl Config {
                 ));
             }
             for (j, m) in w.macs.iter().enumerate() {
-                crate::switch::parse_mac(m.get_ref())
+                crate::vocab::parse_mac(m.get_ref())
                     .map_err(|e| bad(line_of(m.span()), format!("workload[{i}].macs[{j}]"), e))?;
             }
             for (key, p) in [
@@ -652,7 +652,7 @@ impl Config {
             macs: w
                 .macs
                 .iter()
-                .filter_map(|m| crate::switch::parse_mac(m.get_ref()).ok())
+                .filter_map(|m| crate::vocab::parse_mac(m.get_ref()).ok())
                 .collect(),
             ips: w.ips.iter().map(|i| *i.get_ref()).collect(),
             router: w.router,

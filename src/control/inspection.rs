@@ -8,10 +8,10 @@ use super::record::windows::{Counts, Windows};
 use super::rulebook::{self, Revision, RuleBook};
 use crate::datapath::Shared;
 use crate::pipeline::app::Apps;
-use crate::pipeline::firewall::{Direction, Labels, RuleSet, RulesError};
+use crate::pipeline::firewall::{Labels, RuleSet, RulesError};
 use crate::pipeline::flow::{Flow, FlowKey, Sweep};
 use crate::pipeline::{Pipeline, parse::proto};
-use crate::switch::WorkloadId;
+use crate::vocab::{Direction, WorkloadId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -303,16 +303,16 @@ impl Inspection {
         let pl = self.shared.pipeline.load();
         // Names are looked up once per sweep; per flow only indexes are kept, so
         // visiting a flow that needs no record allocates nothing.
-        let names: Vec<String> = fwd
-            .workloads
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                w.as_ref()
-                    .map_or_else(|| format!("#{i}"), |w| w.name.clone())
+        let names: Vec<Option<(WorkloadId, String)>> = (0..fwd.workloads.len())
+            .map(|i| {
+                let wl = fwd.topo.in_slot(i)?;
+                Some((wl, fwd.workload(wl)?.name.clone()))
             })
             .collect();
-        let name = |wl: WorkloadId| names.get(wl.0 as usize).map_or("?", String::as_str);
+        let name = |wl: WorkloadId| match names.get(wl.slot()) {
+            Some(Some((id, n))) if *id == wl => n.as_str(),
+            _ => "?",
+        };
         let mut records = Vec::new();
         let mut counts: BTreeMap<(WorkloadId, usize), Counts> = BTreeMap::new();
         ins.flows.sweep(&ins.timeouts, now_ms, |k, f, why| {
@@ -371,7 +371,8 @@ impl Inspection {
         }
         // One summary per workload whose records went over its budget; the
         // budgets of workloads that are gone are forgotten.
-        self.log.summarize(log_ms, &names);
+        let live: Vec<String> = names.iter().flatten().map(|(_, n)| n.clone()).collect();
+        self.log.summarize(log_ms, &live);
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         for ((wl, cat), c) in &counts {
             let key = (name(*wl).to_string(), pl.apps.categories()[*cat].clone());
@@ -429,12 +430,7 @@ impl Inspection {
         let ins = &self.shared.inspector;
         let fwd = self.shared.fwd.load();
         let pl = self.shared.pipeline.load();
-        let name = |wl: WorkloadId| {
-            fwd.workloads
-                .get(wl.0 as usize)
-                .and_then(|w| w.as_ref())
-                .map_or("", |w| w.name.as_str())
-        };
+        let name = |wl: WorkloadId| fwd.workload(wl).map_or("", |w| w.name.as_str());
         // Keys first (a copy of each shard's keys under its lock), newest
         // first; then each record is made under its own flow's lock, so a walk
         // of a large table never holds the datapath up for more than a copy.
@@ -714,7 +710,20 @@ mod tests {
     use crate::datapath::{Datapath, DatapathParams, Forwarding, WorkloadInfo};
     use crate::pipeline::MalformedPolicy;
     use crate::pipeline::flow::Timeouts;
-    use crate::steer::{OnFailure, SteeringMode};
+    use crate::vocab::{OnFailure, SteeringMode};
+
+    /// A topology holding the workloads of generation 0 in `slots`.
+    fn topo(slots: &[u32]) -> crate::switch::Topology {
+        let mut t = crate::switch::Topology::default();
+        for &i in slots {
+            let ports = crate::switch::WorkloadPorts {
+                workload: crate::vocab::PortId(2 * i),
+                uplink: crate::vocab::PortId(2 * i + 1),
+            };
+            t.insert(WorkloadId::new(i, 0), ports);
+        }
+        t
+    }
 
     fn node(log_dir: &Path, rate: u64, burst: u64) -> (Datapath, Inspection) {
         let params = DatapathParams {
@@ -739,6 +748,7 @@ mod tests {
             identity: Default::default(),
         };
         shared.fwd.store(Arc::new(Forwarding {
+            topo: topo(&[0, 1]),
             workloads: vec![Some(info("flood")), Some(info("quiet"))],
             ..Default::default()
         }));
@@ -762,7 +772,7 @@ mod tests {
         let now = ins.now_ns() / 1_000_000;
         for port in 0..n {
             let k = FlowKey {
-                workload: WorkloadId(wl),
+                workload: WorkloadId::new(wl, 0),
                 proto: proto::UDP,
                 lo: (IpAddr::from([10, 0, 0, 1 + wl as u8]), 10_000 + port),
                 hi: (IpAddr::from([192, 0, 2, 1]), 53),
@@ -816,6 +826,7 @@ mod tests {
 
         // A workload that is gone loses its budget once its summary is out.
         insp.shared.fwd.store(Arc::new(Forwarding {
+            topo: topo(&[1]),
             workloads: vec![None, insp.shared.fwd.load().workloads[1].clone()],
             ..Default::default()
         }));

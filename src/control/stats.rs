@@ -28,8 +28,8 @@ pub fn render(s: &StatsSnapshot) -> String {
     for p in &s.ports {
         let c = &p.counters;
         let role = match p.role {
-            crate::switch::Role::Workload => "workload",
-            crate::switch::Role::Uplink => "uplink",
+            crate::vocab::Role::Workload => "workload",
+            crate::vocab::Role::Uplink => "uplink",
         };
         let _ = writeln!(
             o,

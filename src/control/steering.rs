@@ -13,8 +13,7 @@ use crate::port::ifindex;
 use crate::port::{PacketPort, PacketPortOptions, Port};
 use crate::steer::attach::{self, Attachment, Via};
 use crate::steer::netlink::Netlink;
-use crate::steer::{OnFailure, SteeringMode};
-use crate::switch::WorkloadId;
+use crate::vocab::{OnFailure, SteeringMode, WorkloadId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -639,7 +638,7 @@ impl Steering {
                             .identity
                             .macs
                             .iter()
-                            .map(crate::switch::format_mac)
+                            .map(crate::vocab::format_mac)
                             .collect(),
                         ips: info.identity.ips.clone(),
                         router: info.identity.router,

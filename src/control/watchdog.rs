@@ -11,7 +11,7 @@ use super::steering::{Intent, SteeringState, WatchEntry, watch_path};
 use crate::datapath::Shared;
 use crate::port::ifindex;
 use crate::steer::netlink::Netlink;
-use crate::steer::{OnFailure, SteeringMode};
+use crate::vocab::{OnFailure, SteeringMode};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;

@@ -1,7 +1,8 @@
 //! Counters the datapath keeps, readable from outside while it runs. Workers add
 //! to them once per burst (relaxed atomics), never once per frame.
 
-use crate::pipeline::{DropReason, Malformed};
+use crate::pipeline::Malformed;
+use crate::vocab::DropReason;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -12,8 +12,8 @@ use crate::pipeline::flow::Timeouts;
 use crate::pipeline::spoof::Identity;
 use crate::pipeline::{Inspector, Pipeline};
 use crate::port::Port;
-use crate::steer::{OnFailure, SteeringMode};
-use crate::switch::{PortId, Role, SharedMacTable, Topology, WorkloadId, WorkloadPorts};
+use crate::switch::{SharedMacTable, Topology, WorkloadPorts};
+use crate::vocab::{OnFailure, PortId, Role, SteeringMode, WorkloadId};
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use serde::{Deserialize, Serialize};
@@ -88,15 +88,19 @@ impl Forwarding {
         self.ports.get(p.0 as usize).and_then(|s| s.as_ref())
     }
 
+    /// The workload `wl`, while it is attached (not a later one in its slot).
+    pub fn workload(&self, wl: WorkloadId) -> Option<&WorkloadInfo> {
+        self.topo.workload(wl)?;
+        self.workloads.get(wl.slot())?.as_ref()
+    }
+
     /// Every workload's two ports: the workload, the port's role, id and slot.
     pub fn workload_ports(
         &self,
     ) -> impl Iterator<Item = (&WorkloadInfo, Role, PortId, &PortSlot)> + '_ {
-        self.workloads
-            .iter()
-            .enumerate()
-            .filter_map(|(i, w)| Some((WorkloadId(i as u32), w.as_ref()?)))
-            .filter_map(|(wl, info)| Some((info, self.topo.workload(wl)?)))
+        (0..self.workloads.len())
+            .filter_map(|i| self.topo.in_slot(i))
+            .filter_map(|wl| Some((self.workload(wl)?, self.topo.workload(wl)?)))
             .flat_map(|(info, wp)| {
                 [
                     (info, wp.workload, Role::Workload),
@@ -184,6 +188,8 @@ pub struct Datapath {
     shared: Arc<Shared>,
     workers: Vec<WorkerHandle>,
     owner: BTreeMap<PortId, usize>,
+    /// Workloads attached so far: the next one's generation.
+    attached: u32,
 }
 
 /// Per-port figures for `guardwire stats`.
@@ -254,6 +260,7 @@ impl Datapath {
             shared,
             workers,
             owner: BTreeMap::new(),
+            attached: 0,
         })
     }
 
@@ -279,12 +286,13 @@ impl Datapath {
     ) -> io::Result<WorkloadId> {
         let cur = self.shared.fwd.load();
         let mut next = cur.clone_shallow();
-        let wl = WorkloadId(
-            next.workloads
-                .iter()
-                .position(|w| w.is_none())
-                .unwrap_or(next.workloads.len()) as u32,
-        );
+        let slot = next
+            .workloads
+            .iter()
+            .position(|w| w.is_none())
+            .unwrap_or(next.workloads.len());
+        self.attached = self.attached.wrapping_add(1);
+        let wl = WorkloadId::new(slot as u32, self.attached);
         let mut free = (0..next.ports.len()).filter(|&i| next.ports[i].is_none());
         let pw = free.next().unwrap_or(next.ports.len());
         let pu = free.next().unwrap_or(next.ports.len().max(pw + 1));
@@ -305,7 +313,7 @@ impl Datapath {
                 counters: Arc::new(PortCounters::default()),
             });
         }
-        let i = wl.0 as usize;
+        let i = wl.slot();
         if next.workloads.len() <= i {
             next.workloads.resize(i + 1, None);
         }
@@ -340,10 +348,9 @@ impl Datapath {
             next.ports[p.0 as usize] = None;
             self.shared.macs.remove_port(p);
         }
-        next.workloads[wl.0 as usize] = None;
+        next.workloads[wl.slot()] = None;
         self.shared.fwd.store(Arc::new(next));
         drop(cur);
-        self.shared.inspector.forget(wl);
         let (done_tx, done_rx) = bounded(2 + self.workers.len());
         let mut waiting = 0;
         for p in [ports.workload, ports.uplink] {
@@ -365,25 +372,30 @@ impl Datapath {
                 .recv_timeout(Duration::from_secs(5))
                 .map_err(|_| io::Error::other("worker did not release the ports"))?;
         }
+        // Only now that no worker can judge a frame of the workload any more
+        // are its flows and limiters let go: before, a worker still on the old
+        // snapshot could put them back.
+        self.shared.inspector.forget(wl);
+        self.shared.pipeline.load().forget(wl);
         Ok(())
     }
 
     /// The workload called `name`.
     pub fn find(&self, name: &str) -> Option<WorkloadId> {
         let fwd = self.shared.fwd.load();
-        fwd.workloads
-            .iter()
-            .position(|w| w.as_ref().is_some_and(|w| w.name == name))
-            .map(|i| WorkloadId(i as u32))
+        (0..fwd.workloads.len())
+            .filter_map(|i| fwd.topo.in_slot(i))
+            .find(|&wl| fwd.workload(wl).is_some_and(|w| w.name == name))
     }
 
     /// Every workload with its info and its two ports' names.
     pub fn workloads(&self) -> Vec<(WorkloadId, WorkloadInfo, String, String)> {
-        let n = self.shared.fwd.load().workloads.len() as u32;
-        (0..n)
-            .filter_map(|i| {
-                let (info, wp, up) = self.workload(WorkloadId(i))?;
-                Some((WorkloadId(i), info, wp, up))
+        let fwd = self.shared.fwd.load();
+        (0..fwd.workloads.len())
+            .filter_map(|i| fwd.topo.in_slot(i))
+            .filter_map(|wl| {
+                let (info, wp, up) = self.workload(wl)?;
+                Some((wl, info, wp, up))
             })
             .collect()
     }
@@ -391,7 +403,7 @@ impl Datapath {
     /// The workload's info and its two ports' names.
     pub fn workload(&self, wl: WorkloadId) -> Option<(WorkloadInfo, String, String)> {
         let fwd = self.shared.fwd.load();
-        let info = fwd.workloads.get(wl.0 as usize)?.clone()?;
+        let info = fwd.workload(wl)?.clone();
         let ports = fwd.topo.workload(wl)?;
         let name = |p| fwd.port(p).map(|s| s.port.name().to_string());
         Some((info, name(ports.workload)?, name(ports.uplink)?))
@@ -403,13 +415,14 @@ impl Datapath {
     pub fn set_mode(&self, wl: WorkloadId, mode: SteeringMode) -> io::Result<()> {
         let cur = self.shared.fwd.load();
         let mut next = cur.clone_shallow();
-        let info = next
-            .workloads
-            .get_mut(wl.0 as usize)
-            .and_then(|w| w.as_mut())
+        let ports = next
+            .topo
+            .workload(wl)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such workload"))?;
+        let info = next.workloads[wl.slot()]
+            .as_mut()
+            .expect("an attached workload has its info");
         info.mode = mode;
-        let ports = next.topo.workload(wl).expect("a listed workload has ports");
         let slots: Vec<Arc<dyn Port>> = [ports.workload, ports.uplink]
             .iter()
             .filter_map(|p| next.port(*p).map(|s| s.port.clone()))

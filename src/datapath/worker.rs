@@ -3,12 +3,11 @@
 //! pipeline -> switch -> egress ports until the port is drained.
 
 use super::{BurstTally, Forwarding, Shared};
-use crate::pipeline::firewall::Direction;
 use crate::pipeline::parse::{IpFacts, L3};
-use crate::pipeline::{Context, DropReason, Pipeline, Size, Verdict, reject};
+use crate::pipeline::{Context, Pipeline, Size, Verdict, reject};
 use crate::port::{Frame, Port, VlanTag, VnetHdr};
-use crate::steer::SteeringMode;
-use crate::switch::{self, Egress, Mac, MacTable, Observe, PortId, Role};
+use crate::switch::{self, Egress, MacTable, Observe};
+use crate::vocab::{Direction, DropReason, Mac, PortId, Role, SteeringMode};
 use arc_swap::{ArcSwap, Cache};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
@@ -347,7 +346,7 @@ impl Worker {
                 Some((w, r)) => (Some(w), Some(r)),
                 None => (None, None),
             };
-            let info = in_wl.and_then(|w| fwd.workloads.get(w.0 as usize)?.as_ref());
+            let info = in_wl.and_then(|w| fwd.workload(w));
             let mode = info.map(|i| i.mode).unwrap_or_default();
             let direction = if in_role == Some(Role::Workload) {
                 Direction::Egress
@@ -427,7 +426,7 @@ impl Worker {
                     .try_into()
                     .expect("judged frames hold an Ethernet header");
                 if in_role == Some(Role::Workload) {
-                    if switch::is_group(src) {
+                    if crate::vocab::is_group(src) {
                         tally.drop(DropReason::BadSourceMac, 1);
                         continue;
                     }
@@ -457,7 +456,7 @@ impl Worker {
                     (ip, size, fwd.topo.role(out))
                     && pipeline.inspect
                     && Some(wl2) != in_wl
-                    && let Some(info2) = fwd.workloads.get(wl2.0 as usize).and_then(|w| w.as_ref())
+                    && let Some(info2) = fwd.workload(wl2)
                     && info2.mode != SteeringMode::Off
                 {
                     let ctx = Context {

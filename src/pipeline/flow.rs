@@ -9,9 +9,9 @@
 //! then evicts the least recently seen of a small sample, and counts it.
 
 use super::app::{AppId, AppProbe, How};
-use super::firewall::{Action, Direction};
+use super::firewall::Action;
 use super::parse::{IpFacts, tcp_flags};
-use crate::switch::WorkloadId;
+use crate::vocab::{Direction, WorkloadId};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::hash::{BuildHasher, Hash};
@@ -300,7 +300,7 @@ impl FlowTable {
 
     /// Flows workload `wl` holds now.
     pub fn held_by(&self, wl: WorkloadId) -> usize {
-        self.held[wl.0 as usize % HELD_SLOTS].load(Ordering::Relaxed)
+        self.held[wl.slot() % HELD_SLOTS].load(Ordering::Relaxed)
     }
 
     /// The share of the table one workload may hold when the table is under
@@ -314,13 +314,13 @@ impl FlowTable {
     }
 
     fn count_in(&self, wl: WorkloadId) {
-        if self.held[wl.0 as usize % HELD_SLOTS].fetch_add(1, Ordering::Relaxed) == 0 {
+        if self.held[wl.slot() % HELD_SLOTS].fetch_add(1, Ordering::Relaxed) == 0 {
             self.holders.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn count_out(&self, wl: WorkloadId) {
-        if self.held[wl.0 as usize % HELD_SLOTS].fetch_sub(1, Ordering::Relaxed) == 1 {
+        if self.held[wl.slot() % HELD_SLOTS].fetch_sub(1, Ordering::Relaxed) == 1 {
             self.holders.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -535,12 +535,15 @@ mod tests {
 
     #[test]
     fn both_directions_share_a_key() {
-        let w = WorkloadId(1);
+        let w = WorkloadId::new(1, 0);
         let (a, fa) = FlowKey::of(w, &ip([10, 0, 0, 2], 4000, [10, 0, 0, 1], 80));
         let (b, fb) = FlowKey::of(w, &ip([10, 0, 0, 1], 80, [10, 0, 0, 2], 4000));
         assert_eq!(a, b);
         assert_ne!(fa, fb);
-        let (c, _) = FlowKey::of(WorkloadId(2), &ip([10, 0, 0, 1], 80, [10, 0, 0, 2], 4000));
+        let (c, _) = FlowKey::of(
+            WorkloadId::new(2, 0),
+            &ip([10, 0, 0, 1], 80, [10, 0, 0, 2], 4000),
+        );
         assert_ne!(a, c);
     }
 
@@ -580,7 +583,10 @@ mod tests {
         let table = FlowTable::new(SHARDS, None); // one flow per shard
         let t = Timeouts::default();
         for port in 0..200u16 {
-            let (k, fwd) = FlowKey::of(WorkloadId(0), &ip([10, 0, 0, 2], port, [10, 0, 0, 1], 80));
+            let (k, fwd) = FlowKey::of(
+                WorkloadId::new(0, 0),
+                &ip([10, 0, 0, 2], port, [10, 0, 0, 1], 80),
+            );
             let mut s = table.shard(&k);
             if !s.contains_key(&k) {
                 table.insert(&mut s, k, Flow::new(Direction::Egress, fwd, 0, port as u64));

@@ -5,13 +5,13 @@
 //! become a client stream cut into segments sent in any order, overlapping,
 //! repeated or changed, through the probes' TCP reassembly.
 
-use super::firewall::{Direction, RuleSet};
+use super::firewall::RuleSet;
 use super::flow::Timeouts;
 use super::parse::L3;
 use super::spoof::Identity;
 use super::{Context, Inspector, MalformedPolicy, Pipeline, Size, reject};
 use crate::port::{Frame, VnetHdr};
-use crate::switch::WorkloadId;
+use crate::vocab::{Direction, WorkloadId};
 use std::sync::{Arc, OnceLock};
 
 const RULES: &str = r#"
@@ -63,7 +63,7 @@ pub fn exercise(data: &[u8], now_ns: u64) {
     if let L3::Ip(ip) = p.l3 {
         for direction in [Direction::Egress, Direction::Ingress] {
             let ctx = Context {
-                workload: WorkloadId(0),
+                workload: WorkloadId::new(0, 0),
                 name: "fuzz",
                 direction,
                 mirror: false,
@@ -97,7 +97,7 @@ pub fn reassemble(data: &[u8]) {
     let budget = Budget::new(24 * 1024);
     let account = Account {
         budget: &budget,
-        workload: WorkloadId(1),
+        workload: WorkloadId::new(1, 0),
     };
     let isn = u32::from_be_bytes([stream[0], 0xff, 0xff, stream[stream.len() - 1]]);
     let mut probe = AppProbe::new(6, 443);
@@ -119,7 +119,7 @@ pub fn reassemble(data: &[u8]) {
     }
     drop((probe, dns));
     assert_eq!(
-        budget.used(WorkloadId(1)),
+        budget.used(WorkloadId::new(1, 0)),
         (0, 0),
         "held bytes not given back"
     );

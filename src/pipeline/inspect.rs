@@ -4,12 +4,12 @@
 
 use super::Pipeline;
 use super::app::{Account, AppId, AppProbe, Budget, DnsCache, How, Probe};
-use super::firewall::{Action, Direction, FlowFacts, Limit};
+use super::firewall::{Action, FlowFacts, Limit};
 use super::flow::{Flow, FlowKey, FlowState, FlowTable, Timeouts};
 use super::parse::{Fragment, IpFacts, proto, tcp_flags};
 use super::police::{Limiter, Pace, PacketBucket, TokenBucket};
-use super::verdict::{DropReason, Verdict};
-use crate::switch::WorkloadId;
+use super::verdict::Verdict;
+use crate::vocab::{Direction, DropReason, WorkloadId};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -582,8 +582,8 @@ mod tests {
     use simple_dns::{CLASS, Name, Packet, QTYPE, Question, ResourceRecord, TYPE};
     use std::net::IpAddr;
 
-    const POD1: WorkloadId = WorkloadId(1);
-    const POD2: WorkloadId = WorkloadId(2);
+    const POD1: WorkloadId = WorkloadId::new(1, 0);
+    const POD2: WorkloadId = WorkloadId::new(2, 0);
     const RESOLVER: [u8; 4] = [10, 96, 0, 10];
     const SITE: [u8; 4] = [10, 99, 0, 2];
 

@@ -23,10 +23,11 @@ mod verdict;
 
 pub use inspect::{Context, EvasionPolicy, FragmentPolicy, Inspector, Size};
 pub use parse::{Packet, parse};
-pub use verdict::{DropReason, Malformed, MalformedPolicy, Verdict};
+pub use verdict::{Malformed, MalformedPolicy, Verdict};
 
 use crate::port::Frame;
-use crate::switch::WorkloadId;
+use crate::vocab::DropReason;
+use crate::vocab::WorkloadId;
 use app::Apps;
 use firewall::{Action, RuleSet};
 use rustc_hash::FxHashMap;
@@ -114,6 +115,12 @@ impl Pipeline {
                 Arc::new(inspect::limiters(action).expect("only called for limiting actions"))
             })
             .clone()
+    }
+
+    /// Lets go of a detached workload's limiters.
+    pub fn forget(&self, wl: WorkloadId) {
+        let mut m = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|(_, w), _| *w != wl);
     }
 
     /// Validates one frame: `Ok` with its facts, or the verdict for a frame that

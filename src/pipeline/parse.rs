@@ -3,7 +3,7 @@
 
 use super::{ETH_HLEN, Malformed};
 use crate::port::VnetHdr;
-use crate::switch::Mac;
+use crate::vocab::Mac;
 use etherparse::err::{Layer, packet::SliceError};
 use etherparse::{Ipv6ExtensionSlice, NetSlice, SlicedPacket, TransportSlice};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

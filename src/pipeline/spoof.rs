@@ -5,8 +5,7 @@
 //! *unspecified* and link-local sources only (see [`Identity::check`]).
 
 use super::parse::{IpFacts, L3, Packet};
-use super::verdict::DropReason;
-use crate::switch::Mac;
+use crate::vocab::{DropReason, Mac};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv6Addr};
 

@@ -6,76 +6,9 @@ pub mod netlink;
 pub mod netns;
 pub mod tc;
 
-use serde::{Deserialize, Serialize};
 use std::ffi::CStr;
 use std::io;
 use std::path::Path;
-
-/// How a workload's frames travel (see MISSION.md).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SteeringMode {
-    /// The kernel joins workload port and uplink port (tc redirect both ways);
-    /// guardwire receives nothing and spends no CPU on the workload.
-    Off,
-    /// The kernel forwards; guardwire inspects copies and never forwards.
-    Mirror,
-    /// guardwire forwards every frame and enforces.
-    #[default]
-    Inline,
-}
-
-impl SteeringMode {
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            SteeringMode::Off => "off",
-            SteeringMode::Mirror => "mirror",
-            SteeringMode::Inline => "inline",
-        }
-    }
-
-    /// Does the kernel carry the workload's frames (tc redirect installed)?
-    pub fn kernel_forwards(self) -> bool {
-        self != SteeringMode::Inline
-    }
-}
-
-impl std::str::FromStr for SteeringMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "off" => Ok(SteeringMode::Off),
-            "mirror" => Ok(SteeringMode::Mirror),
-            "inline" => Ok(SteeringMode::Inline),
-            _ => Err(format!(
-                "unknown steering mode {s:?}: off, mirror or inline"
-            )),
-        }
-    }
-}
-
-/// What happens to a workload's traffic when guardwire dies (the watchdog acts).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OnFailure {
-    /// The kernel path (`off` mode) is installed: traffic flows uninspected.
-    #[default]
-    Open,
-    /// Nothing is installed: the workload stays cut off until guardwire is back.
-    Closed,
-}
-
-impl std::str::FromStr for OnFailure {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "open" => Ok(OnFailure::Open),
-            "closed" => Ok(OnFailure::Closed),
-            _ => Err(format!("unknown on_failure {s:?}: open or closed")),
-        }
-    }
-}
 
 /// Errors of the plumbing.
 #[derive(Debug, thiserror::Error)]

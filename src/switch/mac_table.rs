@@ -6,7 +6,7 @@
 //! in; refreshing a known MAC (every frame) is one relaxed atomic store on a
 //! timestamp that all copies share.
 
-use super::{Mac, PortId};
+use crate::vocab::{Mac, PortId};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;

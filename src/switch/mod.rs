@@ -12,55 +12,10 @@
 
 mod mac_table;
 
+use crate::vocab::{Mac, PortId, Role, WorkloadId, is_group};
 pub use mac_table::{MacTable, Observe, SharedMacTable};
 
-use crate::pipeline::DropReason;
-use serde::{Deserialize, Serialize};
-
-/// A MAC address.
-pub type Mac = [u8; 6];
-
-/// Parses "aa:bb:cc:dd:ee:ff".
-pub fn parse_mac(s: &str) -> Result<Mac, String> {
-    let mut m = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in m.iter_mut() {
-        let p = parts
-            .next()
-            .ok_or_else(|| format!("{s:?} is not a MAC address"))?;
-        *b = u8::from_str_radix(p, 16).map_err(|_| format!("{s:?} is not a MAC address"))?;
-    }
-    if parts.next().is_some() {
-        return Err(format!("{s:?} is not a MAC address"));
-    }
-    Ok(m)
-}
-
-/// Writes "aa:bb:cc:dd:ee:ff".
-pub fn format_mac(m: &Mac) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
-
-/// Index of a port in the forwarding state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct PortId(pub u32);
-
-/// Index of a workload in the forwarding state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct WorkloadId(pub u32);
-
-/// What a port is to its workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Faces the workload (pod veth end, VM tap).
-    Workload,
-    /// Faces the node network for that workload.
-    Uplink,
-}
+use crate::vocab::DropReason;
 
 /// A workload's two ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +30,7 @@ pub struct WorkloadPorts {
 #[derive(Clone, Debug, Default)]
 pub struct Topology {
     ports: Vec<Option<(WorkloadId, Role)>>,
-    workloads: Vec<Option<WorkloadPorts>>,
+    workloads: Vec<Option<(WorkloadId, WorkloadPorts)>>,
 }
 
 impl Topology {
@@ -90,16 +45,20 @@ impl Topology {
         };
         put(&mut self.ports, ports.workload, Role::Workload);
         put(&mut self.ports, ports.uplink, Role::Uplink);
-        let i = wl.0 as usize;
+        let i = wl.slot();
         if self.workloads.len() <= i {
             self.workloads.resize(i + 1, None);
         }
-        self.workloads[i] = Some(ports);
+        self.workloads[i] = Some((wl, ports));
     }
 
     /// Removes a workload and its ports.
     pub fn remove(&mut self, wl: WorkloadId) -> Option<WorkloadPorts> {
-        let ports = self.workloads.get_mut(wl.0 as usize)?.take()?;
+        let slot = self.workloads.get_mut(wl.slot())?;
+        if slot.is_none_or(|(id, _)| id != wl) {
+            return None;
+        }
+        let (_, ports) = slot.take()?;
         for p in [ports.workload, ports.uplink] {
             if let Some(slot) = self.ports.get_mut(p.0 as usize) {
                 *slot = None;
@@ -113,9 +72,18 @@ impl Topology {
         self.ports.get(p.0 as usize).copied().flatten()
     }
 
-    /// The ports of a workload.
+    /// The ports of a workload (none once it is gone, even if its slot is
+    /// taken again).
     pub fn workload(&self, wl: WorkloadId) -> Option<WorkloadPorts> {
-        self.workloads.get(wl.0 as usize).copied().flatten()
+        match self.workloads.get(wl.slot())? {
+            Some((id, ports)) if *id == wl => Some(*ports),
+            _ => None,
+        }
+    }
+
+    /// The workload in `slot`, if any.
+    pub fn in_slot(&self, slot: usize) -> Option<WorkloadId> {
+        self.workloads.get(slot)?.map(|(id, _)| id)
     }
 }
 
@@ -126,11 +94,6 @@ pub enum Egress {
     Port(PortId),
     /// Nowhere, for this reason.
     Drop(DropReason),
-}
-
-/// Is this a group (multicast or broadcast) address?
-pub fn is_group(mac: &Mac) -> bool {
-    mac[0] & 1 == 1
 }
 
 /// The egress of a frame that came in on `in_port` for destination `dst`.
@@ -168,7 +131,7 @@ mod tests {
         let mut t = Topology::default();
         for w in 0..n {
             t.insert(
-                WorkloadId(w),
+                WorkloadId::new(w, 0),
                 WorkloadPorts {
                     workload: PortId(2 * w),
                     uplink: PortId(2 * w + 1),
@@ -218,7 +181,7 @@ mod tests {
         let mut m = MacTable::default();
         let b = [2, 0, 0, 0, 0, 0xb];
         m.learn(b, PortId(2), 0, 8);
-        t.remove(WorkloadId(1));
+        t.remove(WorkloadId::new(1, 0));
         assert_eq!(egress(&t, &m, PortId(0), &b), Egress::Port(PortId(1)));
         assert_eq!(
             egress(&t, &m, PortId(3), &b),

@@ -6,7 +6,7 @@ use super::types::*;
 use crate::control::inspection::UsageReport;
 use crate::control::rulebook::Revision;
 use crate::datapath::StatsSnapshot;
-use crate::steer::SteeringMode;
+use crate::vocab::SteeringMode;
 use http_body_util::{BodyExt, Full};
 use hyper::Method;
 use hyper::body::Bytes;

@@ -154,7 +154,7 @@ fn spec(o: AttachOptions) -> Result<AttachSpec, Refusal> {
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            crate::switch::parse_mac(m).map_err(|e| Refusal::field(format!("macs[{i}]"), e))
+            crate::vocab::parse_mac(m).map_err(|e| Refusal::field(format!("macs[{i}]"), e))
         })
         .collect::<Result<Vec<_>, _>>()?;
     for (i, l) in o.labels.iter().enumerate() {
@@ -264,7 +264,7 @@ pub async fn macs(State(ctx): St) -> Answer<Vec<MacEntry>> {
         t.entries()
             .into_iter()
             .map(|(m, p, seen)| MacEntry {
-                mac: crate::switch::format_mac(&m),
+                mac: crate::vocab::format_mac(&m),
                 port: p.0,
                 age_secs: now.saturating_sub(seen),
             })

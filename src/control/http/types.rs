@@ -4,7 +4,7 @@
 
 use crate::control::record::FlowRecord;
 use crate::datapath::PortCountersSnapshot;
-use crate::steer::{OnFailure, SteeringMode};
+use crate::vocab::{OnFailure, SteeringMode};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use utoipa::{IntoParams, ToSchema};

@@ -129,7 +129,7 @@ pub struct Account<'a> {
     /// The node's budget.
     pub budget: &'a std::sync::Arc<Budget>,
     /// The workload whose flow it is.
-    pub workload: crate::switch::WorkloadId,
+    pub workload: crate::vocab::WorkloadId,
 }
 
 impl AppProbe {
@@ -317,7 +317,7 @@ mod tests {
         static B: OnceLock<Arc<Budget>> = OnceLock::new();
         Account {
             budget: B.get_or_init(|| Budget::new(1 << 30)),
-            workload: crate::switch::WorkloadId(0),
+            workload: crate::vocab::WorkloadId::new(0, 0),
         }
     }
 
@@ -510,7 +510,7 @@ mod tests {
         let b = Budget::new(1 << 20);
         let a = Account {
             budget: &b,
-            workload: crate::switch::WorkloadId(9),
+            workload: crate::vocab::WorkloadId::new(9, 0),
         };
         let mut p = AppProbe::new(TCP, 443);
         p.syn(0);
@@ -534,7 +534,7 @@ mod tests {
         let b = Budget::new(1200);
         let a = Account {
             budget: &b,
-            workload: crate::switch::WorkloadId(1),
+            workload: crate::vocab::WorkloadId::new(1, 0),
         };
         let mut other = AppProbe::new(TCP, 443);
         assert_eq!(

@@ -10,7 +10,7 @@
 //! segment so the receiver never has bytes the probe did not see; its sender
 //! retransmits it.
 
-use crate::switch::WorkloadId;
+use crate::vocab::WorkloadId;
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 
@@ -308,7 +308,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const WL: WorkloadId = WorkloadId(1);
+    const WL: WorkloadId = WorkloadId::new(1, 0);
 
     fn stream(start: u32, window: usize) -> (Stream, Arc<Budget>) {
         let b = Budget::new(1 << 20);
@@ -384,9 +384,9 @@ mod tests {
             floor: 10,
             held: Mutex::default(),
         });
-        let mut hog = Charge::new(&b, WorkloadId(1));
+        let mut hog = Charge::new(&b, WorkloadId::new(1, 0));
         assert!(hog.grow(60));
-        let mut other = Charge::new(&b, WorkloadId(2));
+        let mut other = Charge::new(&b, WorkloadId::new(2, 0));
         // Two holders: 50 each. The hog may not grow; the other may take 40.
         assert!(other.grow(10));
         assert!(!hog.grow(1));
@@ -394,7 +394,7 @@ mod tests {
         assert!(!other.grow(1), "the whole budget is used");
         drop(hog);
         assert!(other.grow(50));
-        assert_eq!(b.used(WorkloadId(2)), (90, 90));
+        assert_eq!(b.used(WorkloadId::new(2, 0)), (90, 90));
         assert!(!other.grow(11));
     }
 

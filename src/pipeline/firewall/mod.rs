@@ -20,6 +20,7 @@ pub use error::RulesError;
 pub use units::{parse_rate, parse_size};
 
 use crate::pipeline::app::Apps;
+use crate::vocab::Direction;
 use index::{FastMap, Index};
 use std::fmt;
 use std::net::IpAddr;
@@ -27,25 +28,6 @@ use std::net::IpAddr;
 /// Labels of workloads by name, beyond those a rule file gives them (the
 /// labels they were attached with).
 pub type Labels = std::collections::BTreeMap<String, Vec<String>>;
-
-/// Which way a flow goes, as the flow sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Towards the workload.
-    Ingress,
-    /// From the workload.
-    Egress,
-}
-
-impl Direction {
-    /// The other way.
-    pub fn reverse(self) -> Direction {
-        match self {
-            Direction::Ingress => Direction::Egress,
-            Direction::Egress => Direction::Ingress,
-        }
-    }
-}
 
 /// What happens to a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,10 +2,11 @@
 //! line and key named.
 
 use super::{
-    Action, AutoBandwidth, Direction, Labels, Limit, Prefix, Rule, RulesError, Scope, Shape,
-    Verdict, WorkloadPolicy, parse_rate, parse_size, prefix_mask,
+    Action, AutoBandwidth, Labels, Limit, Prefix, Rule, RulesError, Scope, Shape, Verdict,
+    WorkloadPolicy, parse_rate, parse_size, prefix_mask,
 };
 use crate::pipeline::app::Apps;
+use crate::vocab::Direction;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
