@@ -1,13 +1,14 @@
 //! Tuple-space search over the rules.
 //!
-//! Rules are grouped by shape (which fields they constrain and how wide), each
-//! shape gets one hash table from the masked key to the rule indices (ascending)
-//! that have exactly that key. A flow is looked up once per shape; candidates are
-//! checked in full, since a key says nothing about direction, port ranges or
-//! apps. Shapes are visited by their lowest rule index, so once a match is found
-//! every shape that cannot beat it is skipped. Port ranges leave the port out of
-//! the key and are checked on the candidates; rules whose key combinations would
-//! be too many to enumerate go to a residual list that is scanned.
+//! Rules are grouped by key shape (which fields they constrain and how wide),
+//! each shape gets one hash table from the masked key to the rule indices
+//! (ascending) that have exactly that key. A flow is looked up once per shape;
+//! candidates are checked in full, since a key says nothing about direction,
+//! port ranges or apps. Shapes are visited by their lowest rule index, so once
+//! a match is found every shape that cannot beat it is skipped. Port ranges
+//! leave the port out of the key and are checked on the candidates; rules whose
+//! key combinations would be too many to enumerate go to a residual list that
+//! is scanned.
 
 use super::{FlowFacts, Rule, addr_bits, prefix_mask};
 use std::collections::HashMap;
@@ -77,7 +78,7 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// Which fields a group of rules constrains. Address parts are (is v6, length).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Shape {
+struct KeyShape {
     src: Option<(bool, u8)>,
     dst: Option<(bool, u8)>,
     proto: bool,
@@ -114,7 +115,7 @@ impl Hash for Key {
 }
 
 struct Table {
-    shape: Shape,
+    shape: KeyShape,
     src_mask: u128,
     dst_mask: u128,
     /// Lowest rule index in the table: once a match at or below it is found the
@@ -156,7 +157,7 @@ fn exact_ports(ports: &[(u16, u16)]) -> Option<Vec<u16>> {
 impl Index {
     /// Indexes the rules `pick` selects.
     pub(crate) fn build(rules: &[Rule], pick: impl Fn(&Rule) -> bool) -> Index {
-        let mut tables: HashMap<Shape, HashMap<Key, Vec<u32>>> = HashMap::new();
+        let mut tables: HashMap<KeyShape, HashMap<Key, Vec<u32>>> = HashMap::new();
         let mut residual = Vec::new();
         for (i, r) in rules.iter().enumerate().filter(|(_, r)| pick(r)) {
             let i = i as u32;
@@ -191,7 +192,7 @@ impl Index {
                     for d in &dsts {
                         for &sport in &sp {
                             for &dport in &dp {
-                                let shape = Shape {
+                                let shape = KeyShape {
                                     src: s.map(|p| (p.v6, p.len)),
                                     dst: d.map(|p| (p.v6, p.len)),
                                     proto: r.proto.is_some(),

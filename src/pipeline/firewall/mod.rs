@@ -232,7 +232,7 @@ impl Prefix {
 
 /// What a matching rule does: decide, or only record and go on.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Verdict {
+pub(crate) enum RuleEffect {
     Decide(Action),
     Log,
 }
@@ -250,7 +250,7 @@ pub(crate) struct Rule {
     pub dst_ports: Box<[(u16, u16)]>,
     pub apps: Box<[String]>,
     pub categories: Box<[String]>,
-    pub verdict: Verdict,
+    pub effect: RuleEffect,
 }
 
 fn in_ports(ports: &[(u16, u16)], p: u16) -> bool {
@@ -366,8 +366,8 @@ impl RuleSet {
             .enumerate()
             .map(|(i, n)| (n.as_str().into(), i as u32))
             .collect();
-        let decide = Index::build(&rules, |r| r.verdict != Verdict::Log);
-        let log = Index::build(&rules, |r| r.verdict == Verdict::Log);
+        let decide = Index::build(&rules, |r| r.effect != RuleEffect::Log);
+        let log = Index::build(&rules, |r| r.effect == RuleEffect::Log);
         RuleSet {
             rules,
             default,
@@ -387,8 +387,8 @@ impl RuleSet {
     }
 
     fn decision(&self, wid: Option<u32>, rule: Option<u32>, logged_by: Option<u32>) -> Decision {
-        let action = match rule.map(|i| self.rules[i as usize].verdict) {
-            Some(Verdict::Decide(a)) => a,
+        let action = match rule.map(|i| self.rules[i as usize].effect) {
+            Some(RuleEffect::Decide(a)) => a,
             _ => self.default_for(wid),
         };
         Decision {
@@ -417,11 +417,11 @@ impl RuleSet {
         let mut logged_by = None;
         for (i, r) in self.rules.iter().enumerate() {
             if r.matches(f, wid) {
-                match r.verdict {
-                    Verdict::Log => {
+                match r.effect {
+                    RuleEffect::Log => {
                         logged_by.get_or_insert(i as u32);
                     }
-                    Verdict::Decide(_) => return self.decision(wid, Some(i as u32), logged_by),
+                    RuleEffect::Decide(_) => return self.decision(wid, Some(i as u32), logged_by),
                 }
             }
         }

@@ -237,29 +237,29 @@ pps = 10
 action = "shape"
 rate = "2MB/s"
 "#);
-    let v: Vec<Verdict> = r.rules.iter().map(|r| r.verdict).collect();
+    let v: Vec<RuleEffect> = r.rules.iter().map(|r| r.effect).collect();
     assert_eq!(
         v,
         [
-            Verdict::Decide(Action::Allow),
-            Verdict::Decide(Action::Deny),
-            Verdict::Decide(Action::Reject),
-            Verdict::Log,
-            Verdict::Decide(Action::RateLimit(Limit::Bytes {
+            RuleEffect::Decide(Action::Allow),
+            RuleEffect::Decide(Action::Deny),
+            RuleEffect::Decide(Action::Reject),
+            RuleEffect::Log,
+            RuleEffect::Decide(Action::RateLimit(Limit::Bytes {
                 rate: 10_000_000,
                 burst: 100_000
             })),
             // 10 ms of 125 kB/s is tiny: at least 16 KiB.
-            Verdict::Decide(Action::RateLimit(Limit::Bytes {
+            RuleEffect::Decide(Action::RateLimit(Limit::Bytes {
                 rate: 125_000,
                 burst: 16384
             })),
-            Verdict::Decide(Action::RateLimit(Limit::Packets {
+            RuleEffect::Decide(Action::RateLimit(Limit::Packets {
                 pps: 10000,
                 burst: 100
             })),
-            Verdict::Decide(Action::RateLimit(Limit::Packets { pps: 10, burst: 10 })),
-            Verdict::Decide(Action::Shape(Shape {
+            RuleEffect::Decide(Action::RateLimit(Limit::Packets { pps: 10, burst: 10 })),
+            RuleEffect::Decide(Action::Shape(Shape {
                 rate: 2_000_000,
                 burst: 20_000,
                 max_delay_ms: 100
