@@ -13,6 +13,7 @@
 pub mod cluster;
 pub mod control;
 pub mod datapath;
+pub mod decide;
 pub mod pipeline;
 pub mod port;
 pub mod steer;

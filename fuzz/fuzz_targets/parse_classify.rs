@@ -1,5 +1,6 @@
-//! Arbitrary bytes through guardwire's parse + classify path: validation,
-//! anti-spoofing, flow table, firewall, application identification, reject.
+//! Arbitrary bytes through guardwire's decision stage, the one the workers run:
+//! validation, anti-spoofing, flow table, firewall, application
+//! identification, limits, the switch, east-west and the reject answer.
 //! Run on stable: `cargo fuzz run -s none parse_classify -- -max_total_time=60`.
 #![no_main]
 
@@ -11,5 +12,5 @@ static CLOCK: AtomicU64 = AtomicU64::new(0);
 fuzz_target!(|data: &[u8]| {
     // Time moves on by a millisecond per input, so flows age and expire too.
     let now = CLOCK.fetch_add(1_000_000, Ordering::Relaxed);
-    guardwire::pipeline::fuzz::exercise(data, now);
+    guardwire::decide::fuzz::exercise(data, now);
 });

@@ -9,7 +9,8 @@ use super::rulebook::{self, Revision, RuleBook};
 use super::steering::{AttachSettings, Steering};
 use crate::cluster::agent::{Agent, AgentConfig, ClusterView, Enforcer};
 use crate::cluster::store::EtcdOptions;
-use crate::datapath::{Datapath, DatapathParams, WorkloadInfo};
+use crate::datapath::{Datapath, DatapathParams};
+use crate::decide::WorkloadInfo;
 use crate::pipeline::Pipeline;
 use crate::pipeline::firewall::RuleSet;
 use crate::port::{FaultPort, PacketPort, PacketPortOptions, PcapPort, Port};
@@ -396,8 +397,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
-        if let Ok(node) = node.lock() {
+        if let Ok(mut node) = node.lock() {
             node.dp.housekeeping();
+            node.hand_over_failed();
         }
     }
     tracing::info!("stopping");

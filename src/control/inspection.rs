@@ -707,7 +707,8 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::{Datapath, DatapathParams, Forwarding, WorkloadInfo};
+    use crate::datapath::{Datapath, DatapathParams, Forwarding};
+    use crate::decide::WorkloadInfo;
     use crate::pipeline::MalformedPolicy;
     use crate::pipeline::flow::Timeouts;
     use crate::vocab::{OnFailure, SteeringMode};

@@ -7,7 +7,8 @@
 
 use super::files::{read_json, write_json};
 use super::http::types::{Attached, Detached, IdentityView, Workload, WorkloadCounters};
-use crate::datapath::{Datapath, WorkloadInfo};
+use crate::datapath::Datapath;
+use crate::decide::WorkloadInfo;
 use crate::pipeline::firewall::Labels;
 use crate::port::ifindex;
 use crate::port::{PacketPort, PacketPortOptions, Port};
@@ -554,6 +555,49 @@ impl Steering {
         };
         if let Err(e) = self.state.save(&self.state_dir) {
             tracing::error!(workload = name, "restoring the saved mode: {e}");
+        }
+    }
+
+    /// Hands the workloads of every datapath worker that panicked since the
+    /// last call to their `on_failure`: an `open` inline workload gets the
+    /// kernel path (off mode, not remembered, so a restart brings its own mode
+    /// back); a `closed` one stays cut off, as its ports are read no more.
+    pub fn hand_over_failed(&mut self) {
+        for (f, wls) in self.dp.newly_failed() {
+            for wl in wls {
+                let Some((info, _, _)) = self.dp.workload(wl) else {
+                    continue;
+                };
+                let name = info.name.as_str();
+                if info.on_failure == OnFailure::Closed || info.mode != SteeringMode::Inline {
+                    tracing::error!(
+                        workload = name,
+                        worker = f.worker,
+                        on_failure = "closed",
+                        "its worker failed: the workload stays as it is until guardwire restarts"
+                    );
+                    continue;
+                }
+                let r = self
+                    .indexes(wl)
+                    .and_then(|(wp, up)| self.switch(wl, wp, up, info.mode, SteeringMode::Off));
+                match r {
+                    Ok(()) => tracing::error!(
+                        workload = name,
+                        worker = f.worker,
+                        on_failure = "open",
+                        "its worker failed: the kernel carries the workload, uninspected"
+                    ),
+                    Err(e) => tracing::error!(
+                        workload = name,
+                        worker = f.worker,
+                        "its worker failed, and the kernel path could not be set: {e}"
+                    ),
+                }
+            }
+            if let Err(e) = self.write_watch() {
+                tracing::error!("after a worker failed, the watchdog's file is stale: {e}");
+            }
         }
     }
 

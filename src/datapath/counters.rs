@@ -1,6 +1,7 @@
 //! Counters the datapath keeps, readable from outside while it runs. Workers add
 //! to them once per burst (relaxed atomics), never once per frame.
 
+use crate::decide::{BurstTally, Received};
 use crate::pipeline::Malformed;
 use crate::vocab::DropReason;
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,20 @@ impl PortCounters {
         }
     }
 
+    /// Adds what a burst received on this port.
+    pub fn add_received(&self, r: &Received) {
+        let add = |a: &AtomicU64, v: u64| {
+            if v != 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        add(&self.rx_frames, r.frames);
+        add(&self.rx_bytes, r.bytes);
+        add(&self.rx_gso, r.gso);
+        add(&self.rx_vlan, r.vlan);
+        add(&self.rx_mirrored, r.mirrored);
+    }
+
     /// Adds a burst's drops of frames received on this port.
     pub fn add_drops(&self, t: &BurstTally) {
         for (a, &v) in self.drops.iter().zip(&t.drops) {
@@ -132,27 +147,5 @@ impl DatapathCounters {
                 )
             })
             .collect()
-    }
-}
-
-/// What one burst counted, kept on the worker's stack and added at the end.
-#[derive(Clone, Debug, Default)]
-pub struct BurstTally {
-    pub drops: [u64; DropReason::ALL.len()],
-    pub malformed: [u64; Malformed::ALL.len()],
-}
-
-impl BurstTally {
-    /// Counts a drop.
-    pub fn drop(&mut self, r: DropReason, n: u64) {
-        self.drops[r as usize] += n;
-    }
-    /// Counts a malformed frame.
-    pub fn malformed(&mut self, m: Malformed) {
-        self.malformed[m as usize] += 1;
-    }
-    /// Anything counted?
-    pub fn is_empty(&self) -> bool {
-        self.drops.iter().chain(&self.malformed).all(|&v| v == 0)
     }
 }

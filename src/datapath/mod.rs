@@ -4,16 +4,17 @@
 //! for it.
 
 mod counters;
+mod delay;
 mod worker;
 
-pub use counters::{BurstTally, DatapathCounters, PortCounters, PortCountersSnapshot};
+pub use counters::{DatapathCounters, PortCounters, PortCountersSnapshot};
 
+use crate::decide::{Scene, WorkloadInfo};
 use crate::pipeline::flow::Timeouts;
-use crate::pipeline::spoof::Identity;
 use crate::pipeline::{Inspector, Pipeline};
 use crate::port::Port;
-use crate::switch::{SharedMacTable, Topology, WorkloadPorts};
-use crate::vocab::{OnFailure, PortId, Role, SteeringMode, WorkloadId};
+use crate::switch::{MacTable, SharedMacTable, Topology, WorkloadPorts};
+use crate::vocab::{PortId, Role, SteeringMode, WorkloadId};
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use serde::{Deserialize, Serialize};
@@ -57,21 +58,6 @@ pub struct PortSlot {
     pub counters: Arc<PortCounters>,
 }
 
-/// A workload in the forwarding state.
-#[derive(Clone, Debug, Serialize)]
-pub struct WorkloadInfo {
-    /// Name from the config or the attach command.
-    pub name: String,
-    /// `pod` or `vm`.
-    pub kind: String,
-    /// How its frames travel.
-    pub mode: SteeringMode,
-    /// What the watchdog does for it when guardwire dies.
-    pub on_failure: OnFailure,
-    /// The addresses it may send from.
-    pub identity: Identity,
-}
-
 /// Immutable forwarding state; replaced as a whole when workloads come and go.
 #[derive(Default)]
 pub struct Forwarding {
@@ -90,8 +76,16 @@ impl Forwarding {
 
     /// The workload `wl`, while it is attached (not a later one in its slot).
     pub fn workload(&self, wl: WorkloadId) -> Option<&WorkloadInfo> {
-        self.topo.workload(wl)?;
-        self.workloads.get(wl.slot())?.as_ref()
+        crate::decide::attached(&self.topo, &self.workloads, wl)
+    }
+
+    /// The forwarding state as the decision stage reads it.
+    pub fn scene<'a>(&'a self, macs: &'a MacTable) -> Scene<'a> {
+        Scene {
+            topo: &self.topo,
+            workloads: &self.workloads,
+            macs,
+        }
     }
 
     /// Every workload's two ports: the workload, the port's role, id and slot.
@@ -147,6 +141,17 @@ pub struct Shared {
     /// Per worker, the datapath clock (ms) of its last loop: a worker that
     /// stops looping (hung, stopped) stops moving its entry.
     pub heartbeats: Box<[std::sync::atomic::AtomicU64]>,
+    /// Workers that panicked, and why, in the order they did.
+    pub failures: std::sync::Mutex<Vec<WorkerFailure>>,
+}
+
+/// A worker thread that panicked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkerFailure {
+    /// Which worker.
+    pub worker: usize,
+    /// The panic's message.
+    pub message: String,
 }
 
 /// Counts its worker as alive while it runs; dropped on return and on panic.
@@ -167,12 +172,23 @@ impl Shared {
         self.inspector.now_ns() / 1_000_000_000
     }
 
-    /// The first worker that has not looped for `max_ms`, if any.
+    /// The first worker that has not looped for `max_ms`, if any. A worker
+    /// that panicked is not stalled: its workloads went to their `on_failure`.
     pub fn stalled_worker(&self, max_ms: u64) -> Option<usize> {
         let now = self.inspector.now_ns() / 1_000_000;
-        self.heartbeats
-            .iter()
-            .position(|h| now.saturating_sub(h.load(std::sync::atomic::Ordering::Relaxed)) > max_ms)
+        let failed = self.failed();
+        (0..self.heartbeats.len()).find(|w| {
+            let h = self.heartbeats[*w].load(std::sync::atomic::Ordering::Relaxed);
+            now.saturating_sub(h) > max_ms && !failed.iter().any(|f| f.worker == *w)
+        })
+    }
+
+    /// Workers that panicked.
+    pub fn failed(&self) -> Vec<WorkerFailure> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -188,6 +204,8 @@ pub struct Datapath {
     shared: Arc<Shared>,
     workers: Vec<WorkerHandle>,
     owner: BTreeMap<PortId, usize>,
+    /// Failed workers already handed to the control side.
+    handed: usize,
     /// Workloads attached so far: the next one's generation.
     attached: u32,
 }
@@ -232,6 +250,7 @@ impl Datapath {
             heartbeats: (0..params.workers.max(1))
                 .map(|_| Default::default())
                 .collect(),
+            failures: Default::default(),
         });
         let mut workers = Vec::new();
         for id in 0..params.workers.max(1) {
@@ -246,8 +265,26 @@ impl Datapath {
             let join = std::thread::Builder::new()
                 .name(format!("gw-worker-{id}"))
                 .spawn(move || {
-                    let _alive = alive;
-                    w.run()
+                    let alive = alive;
+                    if let Err(p) =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run()))
+                    {
+                        let message = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "(no message)".into());
+                        tracing::error!(worker = id, "datapath worker panicked: {message}");
+                        alive
+                            .0
+                            .failures
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(WorkerFailure {
+                                worker: id,
+                                message,
+                            });
+                    }
                 })?;
             workers.push(WorkerHandle {
                 cmds: tx,
@@ -260,6 +297,7 @@ impl Datapath {
             shared,
             workers,
             owner: BTreeMap::new(),
+            handed: 0,
             attached: 0,
         })
     }
@@ -284,6 +322,18 @@ impl Datapath {
         workload_port: Arc<dyn Port>,
         uplink_port: Arc<dyn Port>,
     ) -> io::Result<WorkloadId> {
+        // Both ports of a workload go to the least loaded live worker: the
+        // common path (workload <-> its uplink) stays on one thread and one
+        // cache. Splitting the two directions over two workers was measured:
+        // on 2 cores it took more CPU for no more throughput, since the
+        // endpoints need the cores too.
+        let failed = self.shared.failed();
+        let Some(w) = (0..self.workers.len())
+            .filter(|w| !failed.iter().any(|f| f.worker == *w))
+            .min_by_key(|&w| self.workers[w].ports)
+        else {
+            return Err(io::Error::other("every datapath worker has failed"));
+        };
         let cur = self.shared.fwd.load();
         let mut next = cur.clone_shallow();
         let slot = next
@@ -321,19 +371,34 @@ impl Datapath {
         next.topo.insert(wl, ports);
         self.shared.fwd.store(Arc::new(next));
 
-        // Both ports of a workload go to the least loaded worker: the common path
-        // (workload <-> its uplink) stays on one thread and one cache. Splitting
-        // the two directions over two workers was measured: on 2 cores it took
-        // more CPU for no more throughput, since the endpoints need the cores too.
-        let w = (0..self.workers.len())
-            .min_by_key(|&w| self.workers[w].ports)
-            .unwrap_or(0);
         for (id, port) in [(ports.workload, workload_port), (ports.uplink, uplink_port)] {
             self.tell(w, WorkerCmd::Add(id, port))?;
             self.workers[w].ports += 1;
             self.owner.insert(id, w);
         }
         Ok(wl)
+    }
+
+    /// Workers that panicked since the last call, each with the workloads
+    /// whose ports it owned: the control side hands those to their `on_failure`.
+    pub fn newly_failed(&mut self) -> Vec<(WorkerFailure, Vec<WorkloadId>)> {
+        let failed = self.shared.failed();
+        let fwd = self.shared.fwd.load();
+        let out = failed[self.handed.min(failed.len())..]
+            .iter()
+            .map(|f| {
+                let mut wls: Vec<WorkloadId> = self
+                    .owner
+                    .iter()
+                    .filter(|(_, w)| **w == f.worker)
+                    .filter_map(|(p, _)| Some(fwd.topo.role(*p)?.0))
+                    .collect();
+                wls.dedup();
+                (f.clone(), wls)
+            })
+            .collect();
+        self.handed = failed.len();
+        out
     }
 
     /// Removes a workload: it leaves the forwarding state first, then its worker

@@ -348,7 +348,7 @@ impl Inspector {
             Action::Deny => return Verdict::Drop(DropReason::Denied),
             Action::Reject => return Verdict::Reject,
             Action::RateLimit(_) | Action::Shape(_) => match flow.limiters.as_ref() {
-                Some(l) => match l[d].pace(now_ns, size.bytes) {
+                Some(l) => match l[d].pace(now_ns, size.packets, size.bytes) {
                     Pace::Now => Verdict::Forward,
                     Pace::At(t) => {
                         at = t;
@@ -362,7 +362,7 @@ impl Inspector {
         };
         match &flow.bandwidth {
             None => verdict,
-            Some(bw) => match bw[d].pace(at, size.bytes) {
+            Some(bw) => match bw[d].pace(at, size.packets, size.bytes) {
                 Pace::Now => verdict,
                 Pace::At(t) => Verdict::Delay(t),
                 Pace::Over => Verdict::Drop(DropReason::RateLimited),
@@ -1062,5 +1062,48 @@ mod tests {
         }
         assert_eq!(b.named(POD2, ME2), "youtube");
         assert_eq!(b.ins.counters.dns_ignored.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_packet_rate_counts_the_segments_of_a_super_frame() {
+        let rules = crate::pipeline::firewall::RuleSet::parse(
+            "default = \"allow\"\n[[rule]]\nproto = \"udp\"\naction = \"rate-limit\"\npps = 10\nburst = 10\n",
+            "t",
+        )
+        .unwrap();
+        let b = Bed {
+            ins: Inspector::new(4096, Timeouts::default()),
+            pl: Pipeline::new(MalformedPolicy::Drop).with_rules(Arc::new(rules)),
+        };
+        let ctx = Context {
+            workload: POD1,
+            name: "w",
+            direction: Direction::Egress,
+            mirror: false,
+        };
+        let ip = pkt(proto::UDP, ME1, 5000, SITE, 6000, &[]);
+        let one = |packets| Size {
+            packets,
+            bytes: packets * 1500,
+        };
+        // A super-frame of 8 segments fits the burst of 10; the next one of 8
+        // does not, though it is only the second frame.
+        let t = 1_000_000_000;
+        assert_eq!(b.ins.inspect(&b.pl, &ctx, &ip, one(8), t), Verdict::Forward);
+        assert_eq!(
+            b.ins.inspect(&b.pl, &ctx, &ip, one(8), t),
+            Verdict::Drop(DropReason::RateLimited)
+        );
+        // More segments than the burst can never pass (another workload,
+        // with its own limiter).
+        let ctx2 = Context {
+            workload: POD2,
+            ..ctx
+        };
+        let ip2 = pkt(proto::UDP, ME2, 5000, SITE, 6000, &[]);
+        assert_eq!(
+            b.ins.inspect(&b.pl, &ctx2, &ip2, one(11), t),
+            Verdict::Drop(DropReason::RateLimited)
+        );
     }
 }

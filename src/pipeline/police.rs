@@ -98,9 +98,13 @@ impl PacketBucket {
         ))
     }
 
-    /// True if one more packet may pass now.
-    pub fn police(&self) -> bool {
-        self.0.check().is_ok()
+    /// True if `packets` more packets (a GSO super-frame's segments) may pass now.
+    pub fn police(&self, packets: u64) -> bool {
+        let Some(n) = u32::try_from(packets).ok().and_then(NonZeroU32::new) else {
+            return packets == 0;
+        };
+        // More segments than the burst allows can never pass whole.
+        matches!(self.0.check_n(n), Ok(Ok(())))
     }
 }
 
@@ -134,8 +138,9 @@ pub enum Pace {
 }
 
 impl Limiter {
-    /// Decides for a frame of `bytes` real bytes at `now_ns`.
-    pub fn pace(&self, now_ns: u64, bytes: u64) -> Pace {
+    /// Decides for a frame of `packets` packets (its segments, for a GSO
+    /// super-frame) and `bytes` real bytes at `now_ns`.
+    pub fn pace(&self, now_ns: u64, packets: u64, bytes: u64) -> Pace {
         match self {
             Limiter::Bytes(b) => {
                 if b.police(now_ns, bytes) {
@@ -145,7 +150,7 @@ impl Limiter {
                 }
             }
             Limiter::Packets(p) => {
-                if p.police() {
+                if p.police(packets) {
                     Pace::Now
                 } else {
                     Pace::Over
@@ -238,7 +243,7 @@ mod tests {
     #[test]
     fn packet_bucket_polices() {
         let p = PacketBucket::new(10, 5);
-        let passed = (0..20).filter(|_| p.police()).count();
+        let passed = (0..20).filter(|_| p.police(1)).count();
         assert!((5..=6).contains(&passed), "{passed}");
     }
 

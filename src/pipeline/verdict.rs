@@ -1,5 +1,5 @@
-//! What the pipeline and the switch decide about a frame, and the reasons a frame
-//! is dropped. Every reason has a counter readable from outside.
+//! What inspection makes of a frame, the ways a frame can be malformed, and the
+//! policy for malformed frames. Every kind has a counter readable from outside.
 
 use crate::vocab::DropReason;
 use serde::{Deserialize, Serialize};
@@ -85,15 +85,11 @@ pub enum MalformedPolicy {
     Pass,
 }
 
-/// The pipeline's decision for one frame.
+/// What inspection makes of one frame (the switch then picks its port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Hand the frame to the switch.
     Forward,
-    /// Malformed, counted, and switched anyway (policy `pass`).
-    MalformedPass(Malformed),
-    /// Malformed, counted, and dropped (policy `drop`).
-    MalformedDrop(Malformed),
     /// Dropped for the reason given.
     Drop(DropReason),
     /// Dropped, and the sender told so (TCP RST or ICMP unreachable).

@@ -60,6 +60,10 @@ impl<P: Port> Port for FaultPort<P> {
     fn fd(&self) -> RawFd {
         self.inner.fd()
     }
+    fn burst_limit(&self) -> usize {
+        self.inner.burst_limit()
+    }
+
     fn recv_burst(&self, max: usize, f: &mut BurstFn<'_>) -> io::Result<usize> {
         self.inner.recv_burst(max, &mut |frames| {
             let mut garbage: Vec<Vec<u8>> = Vec::new();

@@ -5,15 +5,18 @@
 //! tap's netdev, and [`TapPort`], a tap file descriptor held the way QEMU holds one.
 //! Both speak the same 10-byte virtio-net header ([`VnetHdr`]) so GSO super-frames
 //! cross guardwire intact. [`PcapPort`] and [`FaultPort`] wrap any port, the way
-//! smoltcp's `Tracer` and `FaultInjector` wrap a `Device`.
+//! smoltcp's `Tracer` and `FaultInjector` wrap a `Device`; [`MemoryPort`] is a
+//! port in memory, like smoltcp's `Loopback`, for tests without root.
 
 mod fault;
+mod memory;
 mod packet;
 mod pcap;
 mod tap;
 pub mod vnet;
 
 pub use fault::{FaultConfig, FaultPort};
+pub use memory::{MemoryFrame, MemoryPort};
 pub use packet::{PacketPort, PacketPortOptions, RING_FRAME_SIZE};
 pub use pcap::PcapPort;
 pub use tap::TapPort;
@@ -160,6 +163,11 @@ pub trait Port: Send + Sync {
     /// Hands up to `max` received frames to `f` as one burst, then gives their
     /// buffers back. Returns how many frames the burst held (0: nothing waiting).
     fn recv_burst(&self, max: usize, f: &mut BurstFn<'_>) -> io::Result<usize>;
+    /// Most frames one [`Port::recv_burst`] can hand out (a ring's slots, a
+    /// tap's buffers): a burst this full may leave more waiting.
+    fn burst_limit(&self) -> usize {
+        usize::MAX
+    }
     /// Sends the frames `pick` selects from `frames`, in order.
     fn send_burst(&self, frames: &[Frame<'_>], pick: &[u16]) -> SendReport;
     /// Reads (and resets) the kernel-side counters.
@@ -218,6 +226,9 @@ impl<T: Port + ?Sized> Port for Box<T> {
     }
     fn recv_burst(&self, max: usize, f: &mut BurstFn<'_>) -> io::Result<usize> {
         (**self).recv_burst(max, f)
+    }
+    fn burst_limit(&self) -> usize {
+        (**self).burst_limit()
     }
     fn send_burst(&self, frames: &[Frame<'_>], pick: &[u16]) -> SendReport {
         (**self).send_burst(frames, pick)

@@ -9,9 +9,13 @@
 //! - PACKET_IGNORE_OUTGOING stops the socket from re-reading what guardwire sent.
 //! - `sendmmsg` on a shared socket lets any worker send on any port without a lock
 //!   of ours (a TX ring would need one); the kernel copies each frame once.
-//! - Ring slots are 68 KiB so a super-frame is never truncated; the kernel
-//!   allocates ring blocks in power-of-two pages, so 1 MiB blocks hold 15 slots
-//!   with little waste.
+//! - Ring slots are small (2 KiB: a 1500-byte frame with its headers), so an idle
+//!   port pins 512 KiB, not 8 MiB. A frame too big for a slot (a 64 KiB GSO
+//!   super-frame, a jumbo frame) is never cut: with PACKET_COPY_THRESH the kernel
+//!   marks its slot TP_STATUS_COPY and queues the whole frame (a reference, no
+//!   copy) on the socket, where the burst reads it with recv into a buffer of
+//!   the worker's. Memory for big frames is spent only while they flow. Large
+//!   slots (`slot_bytes = 69632`) keep every frame in the ring, for comparison.
 
 use super::{
     BurstFn, Frame, KernelStats, Port, SendReport, VNET_HDR_LEN, VlanTag, VnetHdr, os_err,
@@ -23,17 +27,27 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// Size of one RX ring slot: tpacket2 header, sockaddr_ll, alignment, the vnet
-/// header and a 64 KiB super-frame with a little to spare.
-pub const RING_FRAME_SIZE: usize = 68 * 1024;
-const RING_BLOCK_SIZE: usize = 1 << 20;
-const FRAMES_PER_BLOCK: usize = RING_BLOCK_SIZE / RING_FRAME_SIZE;
+/// Default size of one RX ring slot: tpacket2 header, sockaddr_ll, alignment,
+/// the vnet header (76 bytes in all) and a 1500-byte frame with a VLAN tag.
+pub const RING_FRAME_SIZE: usize = 2048;
+/// A slot that holds a 64 KiB super-frame whole.
+pub const RING_FRAME_SIZE_MAX: usize = 68 * 1024;
+/// Bytes before the MAC header in a slot, and the largest frame a recv reads.
+const COPY_BUF: usize = VNET_HDR_LEN + super::MAX_FRAME;
+
+/// Ring blocks: at least 64 KiB (small orders for the kernel to find), and
+/// big enough that a large slot wastes little of its power-of-two block.
+fn block_size(slot: usize) -> usize {
+    (slot * 15).max(1 << 16).next_power_of_two()
+}
 
 /// How a packet port is opened.
 #[derive(Clone, Debug)]
 pub struct PacketPortOptions {
-    /// RX ring slots (rounded up to whole 1 MiB blocks of 15 slots).
+    /// RX ring slots (rounded up to whole blocks).
     pub ring_frames: usize,
+    /// Bytes per slot (rounded up to 16): frames that do not fit go the copy way.
+    pub slot_bytes: usize,
     /// Join PACKET_MR_PROMISC (taps and real NICs need it; veth delivers anyway).
     pub promisc: bool,
     /// Send straight to the driver, skipping the qdisc layer.
@@ -45,7 +59,8 @@ pub struct PacketPortOptions {
 impl Default for PacketPortOptions {
     fn default() -> Self {
         PacketPortOptions {
-            ring_frames: 120,
+            ring_frames: 256,
+            slot_bytes: RING_FRAME_SIZE,
             promisc: true,
             qdisc_bypass: true,
             sndbuf: 8 << 20,
@@ -57,8 +72,49 @@ struct RxRing {
     base: *mut libc::c_void,
     map_len: usize,
     slots: Vec<*mut u8>,
+    slot_size: usize,
     head: usize,
     burst: Vec<Frame<'static>>,
+}
+
+impl RxRing {
+    /// The status word of slot `i`, shared with the kernel; borrowed from the
+    /// ring, so it cannot outlive the mapping.
+    fn status(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: tp_status is the first, 4-byte aligned u32 of the
+        // tpacket2_hdr at the start of each 16-byte aligned slot, inside the
+        // mapping that lives as long as `self`; the kernel and we access it
+        // atomically only.
+        unsafe { AtomicU32::from_ptr(self.slots[i] as *mut u32) }
+    }
+
+    /// The header fields of slot `i` the burst needs, read one by one through
+    /// the raw pointer: the kernel writes this memory, so no reference to the
+    /// header is formed.
+    fn header(&self, i: usize) -> SlotHeader {
+        let h = self.slots[i] as *const libc::tpacket2_hdr;
+        // SAFETY: the slot belongs to userspace (its status, read with Acquire,
+        // says TP_STATUS_USER) until it is handed back, so the kernel does not
+        // write these fields now; `h` points at a whole header inside the mapping.
+        unsafe {
+            SlotHeader {
+                len: (&raw const (*h).tp_len).read_volatile(),
+                snaplen: (&raw const (*h).tp_snaplen).read_volatile(),
+                mac: (&raw const (*h).tp_mac).read_volatile(),
+                vlan_tci: (&raw const (*h).tp_vlan_tci).read_volatile(),
+                vlan_tpid: (&raw const (*h).tp_vlan_tpid).read_volatile(),
+            }
+        }
+    }
+}
+
+/// The fields of a slot's tpacket2_hdr, copied out.
+struct SlotHeader {
+    len: u32,
+    snaplen: u32,
+    mac: u16,
+    vlan_tci: u16,
+    vlan_tpid: u16,
 }
 
 // SAFETY: the ring memory is owned by this struct (mapped in `open`, unmapped in
@@ -83,12 +139,19 @@ pub struct PacketPort {
     // Declared after `rx` would unmap after close; order does not matter to the
     // kernel, but keep the ring first so it is unmapped before the fd closes.
     rx: Mutex<RxRing>,
+    /// Slots of the ring.
+    slots: usize,
     fd: OwnedFd,
     truncated: AtomicU64,
+    jam: Jam,
 }
 
 thread_local! {
     static TX: RefCell<TxScratch> = RefCell::new(TxScratch::default());
+    /// Buffers for the frames of a burst that came the copy way: one set per
+    /// worker thread, whatever the number of ports it owns, so big frames cost
+    /// memory per worker, not per port.
+    static COPIES: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
 #[derive(Default)]
@@ -113,7 +176,116 @@ fn setsockopt<T>(fd: RawFd, level: i32, name: i32, val: &T, what: &str) -> io::R
     if r < 0 { Err(os_err(what)) } else { Ok(()) }
 }
 
+/// When a port last stayed full through a wait: for [`JAM_NS`] after that,
+/// sends to it do not wait again, so one jammed egress port costs its worker at
+/// most one short wait, not one per refused frame.
+#[derive(Default)]
+struct Jam(AtomicU64);
+
+/// How long a port that stayed full is not waited for.
+const JAM_NS: u64 = 10_000_000;
+
+fn mono_ns() -> u64 {
+    static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    T0.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+impl Jam {
+    fn may_wait(&self) -> bool {
+        let at = self.0.load(Ordering::Relaxed);
+        at == 0 || mono_ns().saturating_sub(at) > JAM_NS
+    }
+    fn stayed_full(&self) {
+        self.0.store(mono_ns(), Ordering::Relaxed);
+    }
+}
+
+/// What [`push_out`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Pushed {
+    /// Indexes of the messages the kernel took.
+    taken: Vec<usize>,
+    busy: usize,
+    failed: usize,
+}
+
+/// Sends `total` messages with `send(from)` (how many it took, or the errno),
+/// skipping each one the kernel refuses. When the socket is full it waits once
+/// with `wait`, unless the port stayed full through a wait a moment ago; after
+/// one wait per call every further refusal is counted busy at once.
+fn push_out(
+    total: usize,
+    jam: &Jam,
+    mut send: impl FnMut(usize) -> Result<usize, i32>,
+    mut wait: impl FnMut(),
+) -> Pushed {
+    let mut out = Pushed::default();
+    let mut off = 0;
+    let mut may_wait = jam.may_wait();
+    let mut waited = false;
+    while off < total {
+        match send(off) {
+            Ok(0) => {
+                out.busy += 1;
+                off += 1;
+            }
+            Ok(n) => {
+                out.taken.extend(off..off + n);
+                off += n;
+            }
+            Err(libc::EINTR) => {}
+            Err(e) if e == libc::EAGAIN || e == libc::ENOBUFS => {
+                if may_wait {
+                    // The socket buffer drains as soon as the peer's backlog
+                    // runs: wait a moment once rather than drop at the first
+                    // refusal.
+                    may_wait = false;
+                    waited = true;
+                    wait();
+                    continue;
+                }
+                if waited {
+                    // Full again after this call's wait: the port is jammed.
+                    jam.stayed_full();
+                }
+                out.busy += 1;
+                off += 1;
+            }
+            Err(_) => {
+                out.failed += 1;
+                off += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Socket receive buffer for frames that came the copy way: room for a few
+/// dozen super-frames in flight. Only frames waiting use it.
+const COPY_RCVBUF: usize = 4 << 20;
+
 impl PacketPort {
+    /// Reads the next frame of the socket queue (one whose slot says
+    /// TP_STATUS_COPY) into `buf`: its length with the vnet header, or none if
+    /// it is missing, cut or not the frame the slot announced (`len` bytes).
+    fn recv_copy(&self, buf: &mut [u8], len: usize) -> Option<usize> {
+        // SAFETY: reads at most buf.len() bytes into a buffer we own; MSG_TRUNC
+        // makes the result the frame's real length, checked below.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 {
+            return None;
+        }
+        let n = n as usize;
+        (n <= buf.len() && n == VNET_HDR_LEN + len).then_some(n)
+    }
+
     /// Opens a port on interface `name` of the calling thread's network namespace.
     pub fn open(name: &str, opts: &PacketPortOptions) -> io::Result<PacketPort> {
         let ifindex = super::ifindex(name)?;
@@ -150,12 +322,34 @@ impl PacketPort {
             "PACKET_VERSION",
         )?;
 
-        let blocks = opts.ring_frames.max(1).div_ceil(FRAMES_PER_BLOCK);
+        // Frames too big for a slot go to the socket queue whole.
+        setsockopt(
+            s,
+            libc::SOL_PACKET,
+            libc::PACKET_COPY_THRESH,
+            &one,
+            "PACKET_COPY_THRESH",
+        )?;
+        let rcvbuf = COPY_RCVBUF as libc::c_int;
+        setsockopt(
+            s,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &rcvbuf,
+            "SO_RCVBUFFORCE",
+        )?;
+        let slot_size = opts
+            .slot_bytes
+            .clamp(RING_FRAME_SIZE, RING_FRAME_SIZE_MAX)
+            .next_multiple_of(16);
+        let block = block_size(slot_size);
+        let per_block = block / slot_size;
+        let blocks = opts.ring_frames.max(1).div_ceil(per_block);
         let req = libc::tpacket_req {
-            tp_block_size: RING_BLOCK_SIZE as u32,
+            tp_block_size: block as u32,
             tp_block_nr: blocks as u32,
-            tp_frame_size: RING_FRAME_SIZE as u32,
-            tp_frame_nr: (blocks * FRAMES_PER_BLOCK) as u32,
+            tp_frame_size: slot_size as u32,
+            tp_frame_nr: (blocks * per_block) as u32,
         };
         setsockopt(
             s,
@@ -164,7 +358,7 @@ impl PacketPort {
             &req,
             "PACKET_RX_RING",
         )?;
-        let map_len = blocks * RING_BLOCK_SIZE;
+        let map_len = blocks * block;
         // SAFETY: maps the ring the kernel just allocated for this socket; the
         // result is checked and owned by RxRing, which unmaps it.
         let base = unsafe {
@@ -180,19 +374,18 @@ impl PacketPort {
         if base == libc::MAP_FAILED {
             return Err(os_err("mmap(RX ring)"));
         }
-        let mut slots = Vec::with_capacity(blocks * FRAMES_PER_BLOCK);
+        let mut slots = Vec::with_capacity(blocks * per_block);
         for b in 0..blocks {
-            for f in 0..FRAMES_PER_BLOCK {
+            for f in 0..per_block {
                 // SAFETY: the offset stays inside the mapping of map_len bytes.
-                slots.push(unsafe {
-                    (base as *mut u8).add(b * RING_BLOCK_SIZE + f * RING_FRAME_SIZE)
-                });
+                slots.push(unsafe { (base as *mut u8).add(b * block + f * slot_size) });
             }
         }
         let rx = RxRing {
             base,
             map_len,
             slots,
+            slot_size,
             head: 0,
             burst: Vec::with_capacity(1024),
         };
@@ -252,12 +445,15 @@ impl PacketPort {
         if r < 0 {
             return Err(os_err(&format!("bind(AF_PACKET, {name})")));
         }
+        let nslots = rx.slots.len();
         Ok(PacketPort {
             name: name.to_string(),
             ifindex,
             rx: Mutex::new(rx),
+            slots: nslots,
             fd,
             truncated: AtomicU64::new(0),
+            jam: Jam::default(),
         })
     }
 
@@ -268,7 +464,7 @@ impl PacketPort {
 
     /// Number of RX ring slots.
     pub fn ring_slots(&self) -> usize {
-        self.rx.lock().map(|r| r.slots.len()).unwrap_or(0)
+        self.slots
     }
 
     /// Waits up to `timeout_ms` until the socket can take more frames.
@@ -285,13 +481,6 @@ impl PacketPort {
     }
 }
 
-/// The status word of a ring slot, shared with the kernel.
-fn slot_status(slot: *mut u8) -> &'static AtomicU32 {
-    // SAFETY: tp_status is the first, 4-byte aligned u32 of the tpacket2_hdr at the
-    // start of each 16-byte aligned slot; the kernel and we access it atomically.
-    unsafe { &*(slot as *const AtomicU32) }
-}
-
 impl Port for PacketPort {
     fn name(&self) -> &str {
         &self.name
@@ -301,6 +490,10 @@ impl Port for PacketPort {
         self.fd.as_raw_fd()
     }
 
+    fn burst_limit(&self) -> usize {
+        self.slots
+    }
+
     fn recv_burst(&self, max: usize, f: &mut BurstFn<'_>) -> io::Result<usize> {
         let mut guard = self
             .rx
@@ -308,63 +501,93 @@ impl Port for PacketPort {
             .map_err(|_| io::Error::other("RX ring lock poisoned"))?;
         let ring = &mut *guard;
         let nslots = ring.slots.len();
-        ring.burst.clear();
-        let mut taken = 0;
-        let mut idx = ring.head;
-        while taken < max {
-            let slot = ring.slots[idx];
-            let status = slot_status(slot).load(Ordering::Acquire);
-            if status & libc::TP_STATUS_USER == 0 {
-                break;
+        COPIES.with(|copies| {
+            let mut copies = copies.borrow_mut();
+            ring.burst.clear();
+            // Never more than the ring holds: past that the walk would come
+            // round to slots it has not handed back yet.
+            let max = max.min(nslots);
+            let mut taken = 0;
+            let mut copied = 0;
+            let mut idx = ring.head;
+            while taken < max {
+                let status = ring.status(idx).load(Ordering::Acquire);
+                if status & libc::TP_STATUS_USER == 0 {
+                    break;
+                }
+                let slot = ring.slots[idx];
+                let h = ring.header(idx);
+                taken += 1;
+                idx = (idx + 1) % nslots;
+                let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then_some(VlanTag {
+                    tpid: if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                        h.vlan_tpid
+                    } else {
+                        0x8100
+                    },
+                    tci: h.vlan_tci,
+                });
+                if status & libc::TP_STATUS_COPY != 0 {
+                    // The whole frame waits on the socket queue, in ring order.
+                    if copies.len() == copied {
+                        copies.push(vec![0u8; COPY_BUF].into_boxed_slice());
+                    }
+                    let buf = &mut copies[copied];
+                    match self.recv_copy(buf, h.len as usize) {
+                        Some(n) => {
+                            let vnet =
+                                VnetHdr::from_bytes(&buf[..VNET_HDR_LEN]).unwrap_or_default();
+                            // SAFETY: the buffer is not written again until the
+                            // next burst, after `f` has returned and `burst` is cleared.
+                            ring.burst.push(unsafe {
+                                Frame::from_raw(&buf[VNET_HDR_LEN..n], vnet, vlan)
+                            });
+                            copied += 1;
+                        }
+                        None => {
+                            self.truncated.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    continue;
+                }
+                let mac = h.mac as usize;
+                let snap = h.snaplen as usize;
+                if snap < h.len as usize || mac < VNET_HDR_LEN || mac + snap > ring.slot_size {
+                    // Never forward a cut frame: it would be a different frame.
+                    self.truncated.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                // SAFETY: mac+snap lies inside the slot (checked above), the slot
+                // is ours until handed back below, and the kernel wrote the vnet
+                // header right before the MAC header.
+                let (vnet_bytes, data) = unsafe {
+                    (
+                        std::slice::from_raw_parts(slot.add(mac - VNET_HDR_LEN), VNET_HDR_LEN),
+                        std::slice::from_raw_parts(slot.add(mac) as *const u8, snap),
+                    )
+                };
+                let vnet = VnetHdr::from_bytes(vnet_bytes).unwrap_or_default();
+                // SAFETY: the slice stays valid until the slots are released below,
+                // after `f` returns; `burst` is cleared before the next burst.
+                ring.burst
+                    .push(unsafe { Frame::from_raw(data, vnet, vlan) });
             }
-            // SAFETY: the slot belongs to userspace (TP_STATUS_USER, read with
-            // Acquire after the kernel's write barrier) until we hand it back.
-            let h = unsafe { &*(slot as *const libc::tpacket2_hdr) };
-            taken += 1;
-            idx = (idx + 1) % nslots;
-            let mac = h.tp_mac as usize;
-            let snap = h.tp_snaplen as usize;
-            if snap < h.tp_len as usize || mac < VNET_HDR_LEN || mac + snap > RING_FRAME_SIZE {
-                // Never forward a cut frame: it would be a different frame.
-                self.truncated.fetch_add(1, Ordering::Relaxed);
-                continue;
+            if taken == 0 {
+                return Ok(0);
             }
-            // SAFETY: mac+snap lies inside the slot (checked above), and the kernel
-            // wrote the vnet header right before the MAC header.
-            let (vnet_bytes, data) = unsafe {
-                (
-                    std::slice::from_raw_parts(slot.add(mac - VNET_HDR_LEN), VNET_HDR_LEN),
-                    std::slice::from_raw_parts(slot.add(mac) as *const u8, snap),
-                )
-            };
-            let vnet = VnetHdr::from_bytes(vnet_bytes).unwrap_or_default();
-            let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then_some(VlanTag {
-                tpid: if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                    h.tp_vlan_tpid
-                } else {
-                    0x8100
-                },
-                tci: h.tp_vlan_tci,
-            });
-            // SAFETY: the slice stays valid until the slots are released below,
-            // after `f` returns; `burst` is cleared before the next burst.
-            ring.burst
-                .push(unsafe { Frame::from_raw(data, vnet, vlan) });
-        }
-        if taken == 0 {
-            return Ok(0);
-        }
-        if !ring.burst.is_empty() {
-            f(&ring.burst);
-        }
-        ring.burst.clear();
-        let mut i = ring.head;
-        for _ in 0..taken {
-            slot_status(ring.slots[i]).store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            i = (i + 1) % nslots;
-        }
-        ring.head = idx;
-        Ok(taken)
+            if !ring.burst.is_empty() {
+                f(&ring.burst);
+            }
+            ring.burst.clear();
+            let mut i = ring.head;
+            for _ in 0..taken {
+                ring.status(i)
+                    .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+                i = (i + 1) % nslots;
+            }
+            ring.head = idx;
+            Ok(taken)
+        })
     }
 
     fn send_burst(&self, frames: &[Frame<'_>], pick: &[u16]) -> SendReport {
@@ -423,49 +646,38 @@ impl Port for PacketPort {
                 tx.msgs.push(m);
                 at += n;
             }
-            let mut report = SendReport::default();
-            let total = tx.msgs.len();
-            let mut off = 0;
-            let mut retried = false;
-            while off < total {
-                // SAFETY: msgs[off..] are valid mmsghdrs whose iovecs point into
-                // `frames` (alive for this call) and into hdrs/tags.
-                let r = unsafe {
-                    libc::sendmmsg(
-                        self.fd.as_raw_fd(),
-                        tx.msgs.as_mut_ptr().add(off),
-                        (total - off) as u32,
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if r > 0 {
-                    for k in off..off + r as usize {
-                        report.bytes += frames[pick[k] as usize].wire_len() as u64;
+            let msgs = &mut tx.msgs;
+            let fd = self.fd.as_raw_fd();
+            let sent = push_out(
+                msgs.len(),
+                &self.jam,
+                |off| {
+                    // SAFETY: msgs[off..] are valid mmsghdrs whose iovecs point
+                    // into `frames` (alive for this call) and into hdrs/tags.
+                    let r = unsafe {
+                        libc::sendmmsg(
+                            fd,
+                            msgs.as_mut_ptr().add(off),
+                            (msgs.len() - off) as u32,
+                            libc::MSG_DONTWAIT,
+                        )
+                    };
+                    if r >= 0 {
+                        Ok(r as usize)
+                    } else {
+                        Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
                     }
-                    report.sent += r as usize;
-                    off += r as usize;
-                    retried = false;
-                    continue;
-                }
-                let err = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                if err == libc::EINTR {
-                    continue;
-                }
-                let busy = err == libc::EAGAIN || err == libc::ENOBUFS;
-                if busy && !retried {
-                    // The socket buffer drains as soon as the peer's backlog runs;
-                    // wait a moment once rather than dropping at the first refusal.
-                    retried = true;
-                    self.wait_writable(1);
-                    continue;
-                }
-                if busy {
-                    report.busy += 1;
-                } else {
-                    report.failed += 1;
-                }
-                retried = false;
-                off += 1;
+                },
+                || self.wait_writable(1),
+            );
+            let mut report = SendReport {
+                busy: sent.busy,
+                failed: sent.failed,
+                ..Default::default()
+            };
+            for &k in &sent.taken {
+                report.bytes += frames[pick[k] as usize].wire_len() as u64;
+                report.sent += 1;
             }
             report
         })
@@ -535,5 +747,67 @@ impl Port for PacketPort {
             drops: st.tp_drops as u64,
             truncated,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jammed_port_is_waited_for_once_not_once_per_frame() {
+        let jam = Jam::default();
+        let mut waits = 0;
+        let r = push_out(64, &jam, |_| Err(libc::EAGAIN), || waits += 1);
+        assert_eq!(r.busy, 64);
+        assert_eq!(waits, 1, "one wait per burst at most");
+        // Right after, the port that stayed full is not waited for at all.
+        let r = push_out(64, &jam, |_| Err(libc::EAGAIN), || waits += 1);
+        assert_eq!((r.busy, waits), (64, 1));
+    }
+
+    #[test]
+    fn a_wait_that_helps_sends_the_rest() {
+        let jam = Jam::default();
+        let room = std::cell::Cell::new(0);
+        let mut waits = 0;
+        let r = push_out(
+            10,
+            &jam,
+            |off| {
+                if room.get() == 0 {
+                    Err(libc::EAGAIN)
+                } else {
+                    let n = room.get().min(10 - off);
+                    room.set(room.get() - n);
+                    Ok(n)
+                }
+            },
+            || {
+                waits += 1;
+                room.set(6);
+            },
+        );
+        // Six go after the wait; the other four are refused without another.
+        assert_eq!(r.taken, (0..6).collect::<Vec<_>>());
+        assert_eq!((r.busy, r.failed, waits), (4, 0, 1));
+        assert!(!jam.may_wait(), "stayed full through its wait");
+    }
+
+    #[test]
+    fn other_errors_fail_one_frame_each() {
+        let jam = Jam::default();
+        let mut calls = 0;
+        let r = push_out(
+            3,
+            &jam,
+            |off| {
+                calls += 1;
+                if off == 1 { Err(libc::EMSGSIZE) } else { Ok(1) }
+            },
+            || {},
+        );
+        assert_eq!(r.taken, vec![0, 2]);
+        assert_eq!((r.busy, r.failed, calls), (0, 1, 3));
     }
 }

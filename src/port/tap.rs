@@ -66,6 +66,10 @@ impl Port for TapPort {
         self.dev.as_raw_fd()
     }
 
+    fn burst_limit(&self) -> usize {
+        self.rx.lock().map_or(1, |r| r.bufs.len())
+    }
+
     fn recv_burst(&self, max: usize, f: &mut BurstFn<'_>) -> io::Result<usize> {
         let mut guard = self
             .rx

@@ -8,6 +8,7 @@ pub mod tc;
 
 use std::ffi::CStr;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// Errors of the plumbing.
@@ -120,11 +121,14 @@ pub fn set_up(name: &str) -> io::Result<()> {
             "interface name too long",
         ));
     }
-    // SAFETY: plain socket(2); closed below.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
+    // SAFETY: plain socket(2); the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns; closed on drop.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let s = sock.as_raw_fd();
     // SAFETY: ifreq is plain old data; all-zero is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, b) in req.ifr_name.iter_mut().zip(name.bytes()) {
@@ -138,8 +142,9 @@ pub fn set_up(name: &str) -> io::Result<()> {
         // SAFETY: as above, with the flags to set.
         r = unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &req) };
     }
-    let e = io::Error::last_os_error();
-    // SAFETY: closes the socket opened above.
-    unsafe { libc::close(s) };
-    if r < 0 { Err(e) } else { Ok(()) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }

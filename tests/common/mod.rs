@@ -239,6 +239,7 @@ pub fn raw_port(ns: &str, ifname: &str) -> PacketPort {
             &n,
             &PacketPortOptions {
                 ring_frames: 30,
+                slot_bytes: guardwire::port::RING_FRAME_SIZE,
                 promisc: true,
                 qdisc_bypass: false,
                 sndbuf: 4 << 20,

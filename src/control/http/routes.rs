@@ -93,6 +93,7 @@ fn health_of(ctx: &Ctx) -> Health {
         status: if alive == workers { "ok" } else { "degraded" }.into(),
         workers,
         workers_alive: alive,
+        worker_failures: ctx.shared.failed(),
         rules_loaded: ctx.insp.current_rules().0.is_some(),
     }
 }

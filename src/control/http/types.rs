@@ -57,6 +57,10 @@ pub struct Health {
     pub workers: usize,
     /// Worker threads still running.
     pub workers_alive: usize,
+    /// Workers that panicked, with the panic's message (their workloads went
+    /// to their `on_failure`).
+    #[serde(default)]
+    pub worker_failures: Vec<crate::datapath::WorkerFailure>,
     /// A rule set is in force (false: the default-allow before any rules).
     pub rules_loaded: bool,
 }
