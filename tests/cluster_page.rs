@@ -42,9 +42,9 @@ fn shots() -> PathBuf {
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        uid, 0,
         "integration tests need root (they create network namespaces)"
     );
 }

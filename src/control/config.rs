@@ -118,8 +118,11 @@ pub struct DatapathConfig {
     pub workers: usize,
     /// Frames per burst.
     pub batch: usize,
-    /// RX ring slots per packet port (68 KiB each).
+    /// RX ring slots per packet port; at least `batch`.
     pub ring_frames: usize,
+    /// Bytes per RX ring slot (2048..=69632): a frame that does not fit is
+    /// read from the socket whole, never cut.
+    pub slot_bytes: usize,
     /// Seconds after which an unseen MAC is forgotten.
     pub mac_age_secs: u64,
     /// MACs one workload port may hold.
@@ -135,7 +138,8 @@ impl Default for DatapathConfig {
         DatapathConfig {
             workers: 0,
             batch: 64,
-            ring_frames: 120,
+            ring_frames: 256,
+            slot_bytes: crate::port::RING_FRAME_SIZE,
             mac_age_secs: 300,
             mac_limit: 8,
             malformed: MalformedPolicy::Drop,
@@ -494,6 +498,24 @@ impl Config {
                 "must be 1..=65535".into(),
             ));
         }
+        if d.ring_frames < d.batch {
+            return Err(bad(
+                key_line("ring_frames"),
+                "datapath.ring_frames".into(),
+                format!(
+                    "must be at least batch ({}): {} slots cannot hold one burst",
+                    d.batch, d.ring_frames
+                ),
+            ));
+        }
+        let slots = crate::port::RING_FRAME_SIZE..=crate::port::RING_FRAME_SIZE_MAX;
+        if !slots.contains(&d.slot_bytes) {
+            return Err(bad(
+                key_line("slot_bytes"),
+                "datapath.slot_bytes".into(),
+                format!("must be {}..={}", slots.start(), slots.end()),
+            ));
+        }
         if d.workers > 256 {
             return Err(bad(
                 key_line("workers"),
@@ -765,6 +787,8 @@ uplink_port = "up-pod1"
                 "inspect.log_burst",
             ),
             ("[datapath]", "mac_age_secs = 0", "datapath.mac_age_secs"),
+            ("[datapath]", "ring_frames = 16", "datapath.ring_frames"),
+            ("[datapath]", "slot_bytes = 100", "datapath.slot_bytes"),
         ] {
             let t = if section == "[datapath]" {
                 GOOD.replace("workers = 2", &format!("workers = 2\n{kv}"))

@@ -297,6 +297,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     };
     let opts = PacketPortOptions {
         ring_frames: cfg.datapath.ring_frames,
+        slot_bytes: cfg.datapath.slot_bytes,
         ..Default::default()
     };
     let mut book = RuleBook::load(&cfg.node.state_dir).map_err(|e| DaemonError::Io {

@@ -559,3 +559,6 @@ impl Drop for Datapath {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests;

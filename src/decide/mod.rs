@@ -282,6 +282,12 @@ impl<'a> Stage<'a> {
                 Observe::OverLimit => return Decision::Drop(DropReason::MacLimit),
                 Observe::New | Observe::Moved(_) => {
                     if !out.learn.iter().any(|(m, _)| m == src) {
+                        // MACs new in this burst count against the limit too.
+                        let pending = out.learn.iter().filter(|(_, p)| *p == ing.port).count();
+                        let held = self.scene.macs.count_on(ing.port) as usize;
+                        if held + pending >= self.mac_limit as usize {
+                            return Decision::Drop(DropReason::MacLimit);
+                        }
                         out.learn.push((*src, ing.port));
                     }
                 }

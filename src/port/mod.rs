@@ -17,7 +17,7 @@ pub mod vnet;
 
 pub use fault::{FaultConfig, FaultPort};
 pub use memory::{MemoryFrame, MemoryPort};
-pub use packet::{PacketPort, PacketPortOptions, RING_FRAME_SIZE};
+pub use packet::{PacketPort, PacketPortOptions, RING_FRAME_SIZE, RING_FRAME_SIZE_MAX};
 pub use pcap::PcapPort;
 pub use tap::TapPort;
 pub use vnet::{VNET_HDR_LEN, VnetHdr};

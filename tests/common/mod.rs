@@ -37,9 +37,9 @@ pub fn guardwire_bin() -> PathBuf {
 /// Fails the test early and clearly when not root.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        uid, 0,
         "integration tests need root (they create network namespaces)"
     );
 }
