@@ -166,9 +166,15 @@ fn file_over_tcp_arrives_identical_as_super_frames() {
     let (total, got_hash) = rx.join().unwrap();
     assert_eq!(total, 48 << 20);
     assert_eq!(got_hash, sent_hash, "sha256 of the received file differs");
+    // The kernel-side counters come in with housekeeping, every 200 ms.
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let after = n.stats();
     let gso = port(&after, "wp-pod1").counters.rx_gso - port(&before, "wp-pod1").counters.rx_gso;
     assert!(gso > 100, "only {gso} super-frames crossed");
+    // Too big for a 2 KiB ring slot, they came the copy way, whole.
+    let c = &port(&after, "wp-pod1").counters;
+    assert!(c.ring_copied >= gso, "{} copied of {gso} super-frames", c.ring_copied);
+    assert_eq!(c.ring_truncated, 0);
 }
 
 #[test]

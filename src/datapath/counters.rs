@@ -29,6 +29,8 @@ pub struct PortCounters {
     pub kernel_drops: AtomicU64,
     /// Frames too big for a ring slot, discarded whole.
     pub ring_truncated: AtomicU64,
+    /// Frames too big for a ring slot, read whole from the socket.
+    pub ring_copied: AtomicU64,
     /// Frames received here that guardwire dropped, by reason.
     pub drops: [AtomicU64; DropReason::ALL.len()],
 }
@@ -46,6 +48,8 @@ pub struct PortCountersSnapshot {
     pub tx_bytes: u64,
     pub kernel_drops: u64,
     pub ring_truncated: u64,
+    #[serde(default)]
+    pub ring_copied: u64,
     /// Frames received here that guardwire dropped, by reason (reasons with
     /// none left out).
     #[serde(default)]
@@ -66,6 +70,7 @@ impl PortCounters {
             tx_bytes: r(&self.tx_bytes),
             kernel_drops: r(&self.kernel_drops),
             ring_truncated: r(&self.ring_truncated),
+            ring_copied: r(&self.ring_copied),
             drops: DropReason::ALL
                 .iter()
                 .map(|d| (d.name().to_string(), r(&self.drops[*d as usize])))

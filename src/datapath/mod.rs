@@ -510,6 +510,9 @@ impl Datapath {
             slot.counters
                 .ring_truncated
                 .fetch_add(k.truncated, std::sync::atomic::Ordering::Relaxed);
+            slot.counters
+                .ring_copied
+                .fetch_add(k.copied, std::sync::atomic::Ordering::Relaxed);
         }
         self.shared
             .macs

@@ -146,6 +146,8 @@ pub struct KernelStats {
     pub drops: u64,
     /// Frames that did not fit a ring slot whole and were discarded, never forwarded cut.
     pub truncated: u64,
+    /// Frames too big for a ring slot that were read whole from the socket instead.
+    pub copied: u64,
 }
 
 /// The receive callback: one burst of frames, valid only during the call.

@@ -143,6 +143,7 @@ pub struct PacketPort {
     slots: usize,
     fd: OwnedFd,
     truncated: AtomicU64,
+    copied: AtomicU64,
     jam: Jam,
 }
 
@@ -453,6 +454,7 @@ impl PacketPort {
             slots: nslots,
             fd,
             truncated: AtomicU64::new(0),
+            copied: AtomicU64::new(0),
             jam: Jam::default(),
         })
     }
@@ -543,6 +545,7 @@ impl Port for PacketPort {
                                 Frame::from_raw(&buf[VNET_HDR_LEN..n], vnet, vlan)
                             });
                             copied += 1;
+                            self.copied.fetch_add(1, Ordering::Relaxed);
                         }
                         None => {
                             self.truncated.fetch_add(1, Ordering::Relaxed);
@@ -736,9 +739,11 @@ impl Port for PacketPort {
             )
         };
         let truncated = self.truncated.swap(0, Ordering::Relaxed);
+        let copied = self.copied.swap(0, Ordering::Relaxed);
         if r < 0 {
             return KernelStats {
                 truncated,
+                copied,
                 ..Default::default()
             };
         }
@@ -746,6 +751,7 @@ impl Port for PacketPort {
             packets: st.tp_packets as u64,
             drops: st.tp_drops as u64,
             truncated,
+            copied,
         }
     }
 }

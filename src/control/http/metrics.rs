@@ -167,6 +167,16 @@ pub fn render(ctx: &Ctx) -> String {
         "Frames the kernel dropped because a port's receive ring was full",
         per_port(|c| c.kernel_drops),
     );
+    reg.register(
+        "port_rx_copied_frames",
+        "Frames too big for a receive ring slot (GSO super-frames), read whole from the socket",
+        per_port(|c| c.ring_copied),
+    );
+    reg.register(
+        "port_rx_truncated_frames",
+        "Frames that could not be read whole and were dropped, never forwarded cut",
+        per_port(|c| c.ring_truncated),
+    );
     let mut drops: std::collections::BTreeMap<WorkloadReason, u64> = Default::default();
     for (l, c) in &ports {
         for (reason, n) in &c.drops {
