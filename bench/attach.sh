@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
 done
-if ! [[ $PODS =~ ^[0-9]+$ ]] || ((PODS < 2 || PODS > 100)); then echo "--pods must be 2..100" >&2; exit 2; fi
+if ! [[ $PODS =~ ^[0-9]+$ ]] || ((PODS < 2 || PODS > 120)); then echo "--pods must be 2..120" >&2; exit 2; fi
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "--rounds must be a positive integer" >&2; exit 2; }
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || { echo "--duration must be a positive integer (seconds)" >&2; exit 2; }
 

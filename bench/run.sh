@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: direct veth / Linux bridge / tc redirect / guardwire / OVS netdev /
-# guardwire polling (spin_us) / guardwire with inspection off.
-# Usage: bench/run.sh [--rounds N] [--duration S] [--modes a,b,c,d,e,f,g] [--quick]
+# guardwire polling (spin_us) / guardwire with inspection off / guardwire with large ring slots.
+# Usage: bench/run.sh [--rounds N] [--duration S] [--modes a,b,c,d,e,f,g,h] [--quick]
 # Needs root. Everything runs in network namespaces named gwb-*, removed on exit.
 set -uo pipefail
 
@@ -14,8 +14,9 @@ GW_SOCK=$GW_SOCK_DIR/guardwire.sock
 
 ROUNDS=3
 DURATION=5
-MODES=a,b,c,d,e,f,g
+MODES=a,b,c,d,e,f,g,h
 GW_POLL_SPIN_US=2000   # mode (f): [datapath] spin_us
+GW_BIG_SLOT=69632      # mode (h): [datapath] slot_bytes, every frame in the ring
 TRAFGEN_CPUS=${GWB_TRAFGEN_CPUS:-1}
 
 usage() {
@@ -42,9 +43,9 @@ done
 MODE_LIST=()
 IFS=, read -r -a _m <<<"$MODES"
 for m in "${_m[@]}"; do
-    case $m in a|b|c|d|e|f|g) ;; "") continue ;; *) echo "unknown mode: $m (a..g)" >&2; exit 2 ;; esac
+    case $m in a|b|c|d|e|f|g|h) ;; "") continue ;; *) echo "unknown mode: $m (a..h)" >&2; exit 2 ;; esac
 done
-for m in a b c d e f g; do   # canonical order, no duplicates
+for m in a b c d e f g h; do   # canonical order, no duplicates
     case ",$MODES," in *",$m,"*) MODE_LIST+=("$m") ;; esac
 done
 [ ${#MODE_LIST[@]} -gt 0 ] || { echo "no modes" >&2; exit 2; }
@@ -207,10 +208,11 @@ mode_c_down() {
 
 declare -A GW_STARTS=()   # mode -> guardwire starts so far
 GW_TAG=""                 # log name of the running instance: MODE.rN
-# gw_up MODE [SPIN_US] [INSPECT]: start guardwire for MODE (d: default config with
-# 1000 firewall rules; f: with spin_us; g: INSPECT=off, validation and switching only).
+# gw_up MODE [SPIN_US] [INSPECT] [SLOT_BYTES]: start guardwire for MODE (d: default
+# config with 1000 firewall rules; f: with spin_us; g: INSPECT=off, validation and
+# switching only; h: ring slots of SLOT_BYTES).
 gw_up() {
-    local m=$1 spin=${2:-} inspect=${3:-on} i
+    local m=$1 spin=${2:-} inspect=${3:-on} slot=${4:-} i
     if [ ! -x "$GW_BIN" ]; then
         DISABLED[$m]="binary $GW_BIN not found (build it first)"
         return 1
@@ -240,6 +242,8 @@ state_dir = "$WORK/state-$1"
 [datapath]
 workers = 1
 ${spin:+spin_us = $spin}
+${slot:+slot_bytes = $slot}
+${slot:+ring_frames = 120}
 [inspect]
 $inspect_cfg
 [[workload]]
@@ -297,6 +301,8 @@ mode_f_up() { gw_up f "$GW_POLL_SPIN_US"; }
 mode_f_down() { gw_down; }
 mode_g_up() { gw_up g "" off; }
 mode_g_down() { gw_down; }
+mode_h_up() { gw_up h "" on "$GW_BIG_SLOT"; }
+mode_h_down() { gw_down; }
 
 OVS_ROUND=0
 mode_e_up() {
@@ -518,7 +524,20 @@ run_mode() {   # run_mode MODE ROUND
         err+=("no connectivity")
     else
         sleep 0.5
+        local c0 c1 t0 t1
+        if [ -n "$GW_PID" ]; then
+            # No traffic for 3 s: what guardwire costs at rest.
+            sleep 1
+            c0=$(stat_cpu_ticks "$GW_PID"); t0=$(now); sleep 3
+            c1=$(stat_cpu_ticks "$GW_PID"); t1=$(now)
+            KV+=("gw_cpu_idle=$(cpu_cores "$c0" "$c1" "$t0" "$t1")")
+            c0=$(stat_cpu_ticks "$GW_PID"); t0=$(now)
+        fi
         run_ping "$pod" "$tag" || err+=("ping failed")
+        if [ -n "$GW_PID" ]; then
+            c1=$(stat_cpu_ticks "$GW_PID"); t1=$(now)
+            KV+=("gw_cpu_ping=$(cpu_cores "$c0" "$c1" "$t0" "$t1")")
+        fi
         sleep 0.5
         run_small_frames "$pod" "$peer" "$tag" || err+=("trafgen failed")
         sleep 1
@@ -538,7 +557,7 @@ run_mode() {   # run_mode MODE ROUND
 # ---------------------------------------------------------------- main
 log "work dir $WORK; rounds $ROUNDS, duration ${DURATION}s, modes $MODES"
 GW_INFO=""
-case ",$MODES," in *,d,*|*,f,*|*,g,*)
+case ",$MODES," in *,d,*|*,f,*|*,g,*|*,h,*)
     if [ -x "$GW_BIN" ]; then
         # Run a snapshot: a rebuild during the run must not change what is measured.
         GW_INFO="$GW_BIN built $(stat -c '%y' "$GW_BIN" | cut -d. -f1), sha256 $(sha256sum "$GW_BIN" | cut -c1-12)"
@@ -546,7 +565,7 @@ case ",$MODES," in *,d,*|*,f,*|*,g,*)
         cp "$GW_BIN" "$WORK/guardwire" && GW_BIN=$WORK/guardwire
         log "guardwire: $GW_INFO"
     else
-        for m in d f g; do
+        for m in d f g h; do
             case ",$MODES," in *",$m,"*)
                 DISABLED[$m]="binary $GW_BIN not found (build it first)"; log "mode ($m): ${DISABLED[$m]}" ;;
             esac

@@ -2,10 +2,12 @@
 //! and VMs through one inspection pipeline.
 //!
 //! A frame's path through the crate, top-down:
-//! - [`port`]: where frames enter and leave (AF_PACKET rings, taps);
-//! - [`pipeline`]: where a frame is judged;
-//! - [`switch`]: which port it leaves by (MAC table, split horizon);
-//! - [`datapath`]: the worker threads that run port -> pipeline -> switch -> port;
+//! - [`vocab`]: the words every module shares (ids, roles, MACs, modes, drop reasons);
+//! - [`port`]: where frames enter and leave (AF_PACKET rings, taps, memory);
+//! - [`decide`]: the one decision stage, a burst in and a decision per frame out,
+//!   built from [`pipeline`] (where a frame is judged) and [`switch`] (which port
+//!   it leaves by: MAC table, split horizon);
+//! - [`datapath`]: the worker threads that receive, decide and apply;
 //! - [`steer`]: kernel plumbing around the ports;
 //! - [`control`]: configuration, control socket, the daemon;
 //! - [`cluster`]: the node agent and the controller, over etcd.

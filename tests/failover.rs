@@ -92,3 +92,74 @@ fn sigkill_under_iperf_fails_open_and_closed_as_configured() {
             .contains("ingress")
     );
 }
+
+const TWO_WORKERS: &str = r#"
+[node]
+name = "failover"
+control_socket = "{socket}"
+state_dir = "{state}"
+[datapath]
+workers = 2
+[[workload]]
+name = "pod1"
+kind = "pod"
+workload_port = "wp-pod1"
+uplink_port = "up-pod1"
+on_failure = "open"
+[[workload]]
+name = "pod2"
+kind = "pod"
+workload_port = "wp-pod2"
+uplink_port = "up-pod2"
+on_failure = "closed"
+"#;
+
+#[test]
+fn a_worker_that_panics_hands_its_workloads_to_on_failure_and_the_rest_go_on() {
+    let n = Node::up("tfo2", &["--pods", "2", "--forwarder", "none"]);
+    let dir = tempfile::tempdir().unwrap();
+    let peer = n.var("PEER_IP").to_string();
+    // pod1 goes to worker 0, pod2 to worker 1; worker 0 panics on pod1's first frame.
+    let d = Daemon::start_with_env(
+        n.var("NS_SEC"),
+        dir.path(),
+        TWO_WORKERS,
+        &[("GUARDWIRE_PANIC_ON_PORT", "wp-pod1")],
+    );
+    let _ = n.exec(&n.pod_ns(1), &["ping", "-c", "1", "-W", "1", &peer]);
+    let mut health = d.client().health().unwrap();
+    for _ in 0..50 {
+        if !health.worker_failures.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        health = d.client().health().unwrap();
+    }
+    assert_eq!(health.status, "degraded");
+    assert_eq!(health.workers_alive, 1);
+    assert_eq!(health.worker_failures.len(), 1, "{health:?}");
+    assert!(
+        health.worker_failures[0].message.contains("on purpose"),
+        "{health:?}"
+    );
+    // pod1 (open) is handed to the kernel path; pod2 still goes through guardwire.
+    let redirected = || {
+        n.ok(
+            n.var("NS_SEC"),
+            &["tc", "filter", "show", "dev", "wp-pod1", "ingress"],
+        )
+        .contains("mirred")
+    };
+    for _ in 0..50 {
+        if redirected() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(redirected(), "pod1 was not handed to the kernel path");
+    n.ping(&n.pod_ns(1), &peer, 3);
+    let s0 = d.stats();
+    n.ping(&n.pod_ns(2), &peer, 5);
+    let s1 = d.stats();
+    assert!(port(&s1, "wp-pod2").counters.rx_frames - port(&s0, "wp-pod2").counters.rx_frames >= 5);
+}

@@ -173,7 +173,11 @@ fn file_over_tcp_arrives_identical_as_super_frames() {
     assert!(gso > 100, "only {gso} super-frames crossed");
     // Too big for a 2 KiB ring slot, they came the copy way, whole.
     let c = &port(&after, "wp-pod1").counters;
-    assert!(c.ring_copied >= gso, "{} copied of {gso} super-frames", c.ring_copied);
+    assert!(
+        c.ring_copied >= gso,
+        "{} copied of {gso} super-frames",
+        c.ring_copied
+    );
     assert_eq!(c.ring_truncated, 0);
 }
 

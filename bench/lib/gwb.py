@@ -21,8 +21,9 @@ MODES = {
     "e": "OVS netdev (userspace TSO)",
     "f": "guardwire, polling",
     "g": "guardwire, inspection off",
+    "h": "guardwire, large ring slots",
 }
-GW_MODES = ("d", "f", "g")  # modes that run guardwire: CPU figures and target checks
+GW_MODES = ("d", "f", "g", "h")  # modes that run guardwire: CPU figures and target checks
 
 # key, label, unit/format, better ("hi"/"lo"/None)
 FIGURES = [
@@ -37,6 +38,8 @@ FIGURES = [
     ("ping_loss_pct", "ping loss %", "{:.1f}", "lo"),
     ("gw_cpu_60b", "guardwire cores, 60 B", "{:.2f}", "lo"),
     ("gw_cpu_tcp1", "guardwire cores, TCP x1", "{:.2f}", "lo"),
+    ("gw_cpu_ping", "guardwire cores, ping every 2 ms", "{:.3f}", "lo"),
+    ("gw_cpu_idle", "guardwire cores, no traffic", "{:.3f}", "lo"),
 ]
 
 
@@ -172,6 +175,12 @@ def target_checks(d, ref_c, ref_e):
     ok = None if a is None or ca is None or p99 is None else (a <= ca + 40 and p99 < 1000)
     chk("RTT avg <= (c) + 40 us and p99 < 1000 us", ok,
         f"avg {fmt(a, '{:.0f}')} vs {fmt(ca, '{:.0f}')} us, p99 {fmt(p99, '{:.0f}')} us")
+    cp99 = ref_c.get("rtt_p99_us")
+    ok = None if p99 is None or cp99 is None else p99 <= cp99 + 150
+    chk("RTT p99 <= (c) + 150 us", ok, f"p99 {fmt(p99, '{:.0f}')} vs {fmt(cp99, '{:.0f}')} us")
+    idle = d.get("gw_cpu_idle")
+    chk("idle CPU < 0.02 cores", None if idle is None else idle < 0.02,
+        f"{fmt(idle, '{:.3f}')} cores with no traffic")
     for k, name in (("tcp1_retr", "TCP x1 retransmits <= 2x (c)"),
                     ("tcp4_retr", "TCP x4 retransmits <= 2x (c)")):
         v, c = d[k], ref_c.get(k)
@@ -287,7 +296,8 @@ def cmd_report(raw, out_md, out_json, kvs):
         spin = meta.get("gw_poll_spin_us")
         what = {"d": "default config, inspection on with 1000 rules",
                 "f": f"polling, `spin_us = {spin}`" if spin else "polling",
-                "g": "inspection off"}[m]
+                "g": "inspection off",
+                "h": "ring slots of 68 KiB (every frame in the ring)"}[m]
         mchecks = target_checks(med[m], ref_c, ref_e)
         checks += [{"mode": m, **c} for c in mchecks]
         lines.append(f"### ({m}) guardwire, {what}")
@@ -314,6 +324,19 @@ def cmd_report(raw, out_md, out_json, kvs):
                            "detail": fmt(r, "{:.2f}x")})
             lines.append(f"| {label} | {fmt(med['d'].get(key), f_)} | {fmt(med['g'].get(key), f_)} "
                          f"| {fmt(r, '{:.2f}x')} | {res} |")
+        lines.append("")
+
+    if "d" in med and "h" in med:
+        # Small ring slots with the copy way for big frames (d, the default)
+        # against large slots that hold every frame (h), in the same run.
+        lines.append("## ring slots: (d) 2 KiB + copy way vs (h) 68 KiB")
+        lines.append("")
+        lines.append("| figure | (d) | (h) | (d)/(h) |")
+        lines.append("|---|---|---|---|")
+        for key, label, f_, better in FIGURES:
+            r = ratio(med["d"].get(key), med["h"].get(key))
+            lines.append(f"| {label} | {fmt(med['d'].get(key), f_)} | {fmt(med['h'].get(key), f_)} "
+                         f"| {fmt(r, '{:.2f}x')} |")
         lines.append("")
 
     text = "\n".join(lines) + "\n"

@@ -104,6 +104,7 @@ pub fn spawn(state_dir: &Path) -> io::Result<()> {
         .stdin(std::process::Stdio::null())
         // The test hooks that fail or crash an operation are the daemon's.
         .env_remove("GUARDWIRE_CRASH_AT")
+        .env_remove("GUARDWIRE_PANIC_ON_PORT")
         .env_remove("GUARDWIRE_FAIL_ATTACH_AT")
         .process_group(0)
         .spawn()?;

@@ -5,6 +5,7 @@
 
 mod counters;
 mod delay;
+mod rhythm;
 mod worker;
 
 pub use counters::{DatapathCounters, PortCounters, PortCountersSnapshot};
