@@ -93,37 +93,17 @@ fn sigkill_under_iperf_fails_open_and_closed_as_configured() {
     );
 }
 
-const TWO_WORKERS: &str = r#"
-[node]
-name = "failover"
-control_socket = "{socket}"
-state_dir = "{state}"
-[datapath]
-workers = 2
-[[workload]]
-name = "pod1"
-kind = "pod"
-workload_port = "wp-pod1"
-uplink_port = "up-pod1"
-on_failure = "open"
-[[workload]]
-name = "pod2"
-kind = "pod"
-workload_port = "wp-pod2"
-uplink_port = "up-pod2"
-on_failure = "closed"
-"#;
-
 #[test]
 fn a_worker_that_panics_hands_its_workloads_to_on_failure_and_the_rest_go_on() {
     let n = Node::up("tfo2", &["--pods", "2", "--forwarder", "none"]);
     let dir = tempfile::tempdir().unwrap();
     let peer = n.var("PEER_IP").to_string();
     // pod1 goes to worker 0, pod2 to worker 1; worker 0 panics on pod1's first frame.
+    let two_workers = CONFIG.replace("workers = 1", "workers = 2");
     let d = Daemon::start_with_env(
         n.var("NS_SEC"),
         dir.path(),
-        TWO_WORKERS,
+        &two_workers,
         &[("GUARDWIRE_PANIC_ON_PORT", "wp-pod1")],
     );
     let _ = n.exec(&n.pod_ns(1), &["ping", "-c", "1", "-W", "1", &peer]);

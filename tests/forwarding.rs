@@ -296,3 +296,57 @@ fn malformed_frames_are_counted_by_reason() {
     // Still forwarding.
     n.ping(&n.pod_ns(1), n.var("PEER_IP"), 3);
 }
+
+#[test]
+fn a_full_ring_smaller_than_the_burst_hands_each_frame_out_once() {
+    use guardwire::port::Port;
+    let n = Node::up("tfw6", &["--pods", "1", "--forwarder", "none"]);
+    // Both ends opened here, no guardwire: 32 ring slots on wp-pod1, and 40
+    // frames sent into them at once, each with its number in the payload.
+    let rx = raw_port(n.var("NS_SEC"), "wp-pod1");
+    let slots = rx.ring_slots();
+    assert!(slots < 64, "a ring of {slots} slots");
+    let tx = raw_port(&n.pod_ns(1), "eth0");
+    let src = mac_of(&n, &n.pod_ns(1), "eth0");
+    let frames: Vec<Vec<u8>> = (0..slots as u16 + 8)
+        .map(|i| {
+            let mut f = vec![0xff; 6];
+            f.extend_from_slice(&src);
+            f.extend_from_slice(&[0x88, 0xb5]);
+            f.extend_from_slice(&i.to_be_bytes());
+            f.resize(60, 0);
+            f
+        })
+        .collect();
+    let mut got = Vec::new();
+    // Let the kernel fill the ring before the first receive.
+    assert_eq!(send_raw(&tx, &frames), frames.len());
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        rx.recv_burst(64, &mut |burst| {
+            for f in burst {
+                let d = f.data();
+                if d[12..14] == [0x88, 0xb5] {
+                    got.push(u16::from_be_bytes([d[14], d[15]]));
+                }
+            }
+        })
+        .unwrap();
+    }
+    let mut seen = got.clone();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), got.len(), "a frame handed out twice: {got:?}");
+    // The ring held `slots` frames (a few may be the pod's own chatter).
+    assert!(
+        (slots - 8..=slots).contains(&got.len()),
+        "{} of a ring of {slots}: {got:?}",
+        got.len()
+    );
+    // In step with the kernel: the next frame lands and is read.
+    assert_eq!(send_raw(&tx, &frames[..1]), 1);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut next = 0;
+    rx.recv_burst(64, &mut |burst| next += burst.len()).unwrap();
+    assert!(next >= 1, "the ring fell out of step");
+}

@@ -1,5 +1,6 @@
-//! The threads that move frames: each worker owns the ports of some workloads and
-//! runs port -> pipeline -> switch -> port on bursts of frames. The control side
+//! The threads that move frames: each worker owns the ports of some workloads,
+//! receives bursts, has the decision stage ([`crate::decide`]) decide them and
+//! applies the decisions (send, hold, answer, learn, count). The control side
 //! ([`Datapath`]) builds new forwarding state and swaps it in; workers never wait
 //! for it.
 

@@ -6,7 +6,7 @@ use crate::pipeline::MalformedPolicy;
 use crate::pipeline::firewall::RuleSet;
 use crate::pipeline::spoof::Identity;
 use crate::port::{BurstFn, Frame, MemoryPort, SendReport};
-use crate::vocab::{DropReason, Mac, OnFailure};
+use crate::vocab::{DropReason, Mac};
 use etherparse::PacketBuilder;
 use std::time::Instant;
 
@@ -32,17 +32,7 @@ fn params(workers: usize, batch: usize) -> DatapathParams {
 }
 
 fn info(name: &str, mac: Mac, ip: [u8; 4]) -> WorkloadInfo {
-    WorkloadInfo {
-        name: name.into(),
-        kind: "pod".into(),
-        mode: SteeringMode::Inline,
-        on_failure: OnFailure::Open,
-        identity: Identity {
-            macs: vec![mac],
-            ips: vec![ip.into()],
-            router: false,
-        },
-    }
+    crate::decide::tests::info(name, mac, ip, SteeringMode::Inline)
 }
 
 /// A workload on two memory ports.

@@ -367,4 +367,4 @@ pub fn real_size(fr: &Frame<'_>, ip: &IpFacts<'_>) -> Size {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -25,7 +25,8 @@ struct Bed {
     inspector: Inspector,
 }
 
-fn info(name: &str, mac: Mac, ip: [u8; 4], mode: SteeringMode) -> WorkloadInfo {
+/// A pod of that name, MAC and address, in `mode`, failing open.
+pub(crate) fn info(name: &str, mac: Mac, ip: [u8; 4], mode: SteeringMode) -> WorkloadInfo {
     WorkloadInfo {
         name: name.into(),
         kind: "pod".into(),
