@@ -6,7 +6,6 @@
 
 mod counters;
 mod delay;
-mod rhythm;
 mod worker;
 
 pub use counters::{DatapathCounters, PortCounters, PortCountersSnapshot};

@@ -4,7 +4,6 @@
 //! counts.
 
 use super::delay::DelayQueue;
-use super::rhythm::Rhythm;
 use super::{Forwarding, PortSlot, Shared};
 use crate::decide::{BurstTally, Decision, Decisions, Stage};
 use crate::pipeline::Pipeline;
@@ -15,66 +14,12 @@ use arc_swap::{ArcSwap, Cache};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Token of the waker that signals a command.
 pub(super) const WAKER: Token = Token(usize::MAX);
-/// Token of the timer that wakes the worker ahead of a beat's next frame.
-const PREWAKE: Token = Token(usize::MAX - 1);
-
-/// A one-shot CLOCK_MONOTONIC timer with nanosecond resolution (epoll's own
-/// timeout counts milliseconds).
-struct Timer(OwnedFd);
-
-impl Timer {
-    fn new() -> std::io::Result<Timer> {
-        // SAFETY: plain timerfd_create(2); the result is checked before use.
-        let raw = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        Ok(Timer(unsafe { OwnedFd::from_raw_fd(raw) }))
-    }
-
-    /// Fires once after `after` (zero: disarmed).
-    fn arm(&self, after: Duration) {
-        let t = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: after.as_secs() as libc::time_t,
-                tv_nsec: after.subsec_nanos() as libc::c_long,
-            },
-        };
-        // SAFETY: a valid itimerspec for our own timerfd; the old value is not asked for.
-        unsafe { libc::timerfd_settime(self.0.as_raw_fd(), 0, &t, std::ptr::null_mut()) };
-    }
-
-    /// Takes a fired expiry off the descriptor.
-    fn clear(&self) {
-        let mut n: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64 from our own non-blocking timerfd.
-        unsafe {
-            libc::read(
-                self.0.as_raw_fd(),
-                &mut n as *mut u64 as *mut libc::c_void,
-                8,
-            )
-        };
-    }
-}
-
 /// What the control side asks of a worker.
 pub(super) enum WorkerCmd {
     /// Start polling this port (already present in the forwarding state).
@@ -168,28 +113,6 @@ impl Worker {
         let batch = self.shared.params.batch.clamp(1, 1024);
         let spin = Duration::from_micros(self.shared.params.spin_us);
         let mut last_work: Option<Instant> = None;
-        let mut rhythm = Rhythm::default();
-        let mut window: Option<(Instant, Instant)> = None;
-        let timer = match Timer::new() {
-            Ok(t) => {
-                let fd = t.0.as_raw_fd();
-                if let Err(e) =
-                    self.poll
-                        .registry()
-                        .register(&mut SourceFd(&fd), PREWAKE, Interest::READABLE)
-                {
-                    tracing::warn!(worker = self.id, "no wake-up ahead of a beat: {e}");
-                }
-                Some(t)
-            }
-            Err(e) => {
-                tracing::warn!(worker = self.id, "no wake-up ahead of a beat: {e}");
-                None
-            }
-        };
-        // SAFETY: prctl(PR_SET_TIMERSLACK) only sets this thread's timer slack:
-        // the timer above fires within a microsecond, not the default 50.
-        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
         loop {
             let beat = self.shared.inspector.now_ns() / 1_000_000;
             self.shared.heartbeats[self.id].store(beat, Ordering::Relaxed);
@@ -197,20 +120,12 @@ impl Worker {
             // waking a sleeping thread costs tens of microseconds per frame on a
             // virtual machine, which would dominate the RTT of request/response
             // traffic and slow TCP's ACK clock. Then sleep in epoll until woken.
-            // Traffic with a beat is met awake: spin across the moment its next
-            // frame is due, woken just before by the timer.
             let busy = self.owned.iter().any(|o| o.ready);
-            let now = Instant::now();
-            let hot = last_work.is_some_and(|t| now - t < spin)
-                || window.is_some_and(|(from, to)| from <= now && now < to);
+            let hot = last_work.is_some_and(|t| t.elapsed() < spin);
             let held = self.release_held();
             let timeout = if busy || hot {
                 Some(Duration::ZERO)
             } else {
-                if let Some(t) = &timer {
-                    window = rhythm.window(now);
-                    t.arm(window.map_or(Duration::ZERO, |(from, _)| from - now));
-                }
                 // Even idle, wake for the heartbeat the watchdog reads.
                 Some(held.map_or(HEARTBEAT, |ns| Duration::from_nanos(ns).min(HEARTBEAT)))
             };
@@ -224,10 +139,6 @@ impl Worker {
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     wake = true;
-                } else if ev.token() == PREWAKE {
-                    if let Some(t) = &timer {
-                        t.clear();
-                    }
                 } else if let Some(o) = self
                     .owned
                     .iter_mut()
@@ -259,11 +170,7 @@ impl Worker {
                         // batch included): more may wait, with no new edge.
                         self.owned[k].ready = n >= batch.min(port.burst_limit());
                         if n > 0 {
-                            let now = Instant::now();
-                            if last_work.is_none_or(|t| now - t >= spin) {
-                                rhythm.arrival(now);
-                            }
-                            last_work = Some(now);
+                            last_work = Some(Instant::now());
                         }
                     }
                     Err(e) => {
