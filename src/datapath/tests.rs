@@ -68,16 +68,7 @@ fn udp(src: (Mac, [u8; 4]), dst: (Mac, [u8; 4]), dport: u16, len: usize) -> Vec<
     f
 }
 
-fn tcp_syn(src: (Mac, [u8; 4]), dst: (Mac, [u8; 4]), dport: u16) -> Vec<u8> {
-    let mut f = Vec::new();
-    PacketBuilder::ethernet2(src.0, dst.0)
-        .ipv4(src.1, dst.1, 64)
-        .tcp(40000, dport, 1, 1000)
-        .syn()
-        .write(&mut f, &[])
-        .unwrap();
-    f
-}
+use crate::decide::tests::tcp as tcp_syn;
 
 /// Waits up to 5 s for `f` to hold.
 fn until(what: &str, mut f: impl FnMut() -> bool) {

@@ -93,7 +93,8 @@ impl Bed {
     }
 }
 
-fn tcp(src: (Mac, [u8; 4]), dst: (Mac, [u8; 4]), dport: u16) -> Vec<u8> {
+/// A TCP SYN between those MACs and addresses, to `dport`.
+pub(crate) fn tcp(src: (Mac, [u8; 4]), dst: (Mac, [u8; 4]), dport: u16) -> Vec<u8> {
     let mut f = Vec::new();
     PacketBuilder::ethernet2(src.0, dst.0)
         .ipv4(src.1, dst.1, 64)
