@@ -80,6 +80,7 @@ impl Node {
             inspector: ins,
             mac_limit: 8,
             now_ns,
+            fast: None,
         }
     }
 }

@@ -8,6 +8,8 @@
 //!   built from [`pipeline`] (where a frame is judged) and [`switch`] (which port
 //!   it leaves by: MAC table, split horizon);
 //! - [`datapath`]: the worker threads that receive, decide and apply;
+//! - [`fastpath`]: the kernel side of settled flows (a tc program and a socket
+//!   filter sharing a map), counted back into guardwire;
 //! - [`steer`]: kernel plumbing around the ports;
 //! - [`control`]: configuration, control socket, the daemon;
 //! - [`cluster`]: the node agent and the controller, over etcd.
@@ -16,6 +18,7 @@ pub mod cluster;
 pub mod control;
 pub mod datapath;
 pub mod decide;
+pub mod fastpath;
 pub mod pipeline;
 pub mod port;
 pub mod steer;

@@ -74,6 +74,7 @@ pub fn classify_pcap(path: &Path, apps: Option<&Path>) -> Result<Vec<FlowRecord>
             inspector: &ins,
             mac_limit: 0,
             now_ns,
+            fast: None,
         };
         stage.decide(
             in_port,

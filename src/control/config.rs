@@ -131,6 +131,11 @@ pub struct DatapathConfig {
     pub malformed: MalformedPolicy,
     /// Microseconds a worker keeps polling after its last frame before sleeping.
     pub spin_us: u64,
+    /// The kernel fast path: settled flows forwarded by the kernel (a tc
+    /// program and a socket filter), still counted and re-judged by guardwire.
+    /// Off: every frame of every flow through guardwire. A workload's rules
+    /// can turn it off for that workload (`[workload.NAME] fast_path = false`).
+    pub fast_path: bool,
 }
 
 impl Default for DatapathConfig {
@@ -144,6 +149,7 @@ impl Default for DatapathConfig {
             mac_limit: 8,
             malformed: MalformedPolicy::Drop,
             spin_us: 100,
+            fast_path: true,
         }
     }
 }

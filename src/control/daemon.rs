@@ -306,6 +306,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     })?;
     let pipeline = build_pipeline(&cfg, &mut book)?;
     let mut dp = Datapath::start(params, pipeline).map_err(io_err("start workers"))?;
+    if cfg.datapath.fast_path {
+        let shared = dp.shared();
+        match crate::fastpath::FastPath::load(shared.inspector.now_ns()) {
+            Ok(fp) => {
+                let _ = shared.fast.set(std::sync::Arc::new(fp));
+                tracing::info!("kernel fast path on: settled flows are forwarded by the kernel");
+            }
+            Err(e) => tracing::warn!("running without the kernel fast path: {e}"),
+        }
+    }
     for w in &cfg.workloads {
         let wp = open_port(w, w.workload_port.get_ref(), &opts, true)?;
         let up = open_port(w, w.uplink_port.get_ref(), &opts, false)?;

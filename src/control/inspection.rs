@@ -131,11 +131,19 @@ impl Inspection {
     /// bandwidth limits follow the new set.
     pub fn install(&self, rules: RuleSet) {
         let rules = Arc::new(rules);
-        let cur = self.shared.pipeline.load();
-        self.shared
-            .pipeline
-            .store(Arc::new(cur.with_rules(rules.clone())));
-        self.apply_bandwidth(&rules);
+        let swap = || {
+            // Limits first: a flow judged by the new rules meets the new limits.
+            self.apply_bandwidth(&rules);
+            let cur = self.shared.pipeline.load();
+            self.shared
+                .pipeline
+                .store(Arc::new(cur.with_rules(rules.clone())));
+        };
+        // Flows the kernel forwards come back to be judged by the new rules.
+        match self.shared.fast.get() {
+            Some(fp) => fp.rejudge(swap),
+            None => swap(),
+        }
     }
 
     /// Parses pushed rule text and installs it as the next generation; on error
@@ -313,6 +321,10 @@ impl Inspection {
             Some(Some((id, n))) if *id == wl => n.as_str(),
             _ => "?",
         };
+        // What the kernel forwarded goes into the flows first.
+        if let Some(fp) = self.shared.fast.get() {
+            fp.sweep(ins);
+        }
         let mut records = Vec::new();
         let mut counts: BTreeMap<(WorkloadId, usize), Counts> = BTreeMap::new();
         ins.flows.sweep(&ins.timeouts, now_ms, |k, f, why| {
@@ -701,6 +713,7 @@ pub fn record(
         first_seen: f.first_seen_ms,
         updated_at,
         suppressed: None,
+        offloaded: f.offload.is_some(),
     }
 }
 

@@ -69,7 +69,7 @@ pub fn render_flows(recs: &[crate::control::record::FlowRecord]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<11} {:<10} {:<8} {:<6} {:<44} {:<22} {:<14} {:>16} {:>16} {:<12} {:<12}",
+        "{:<11} {:<10} {:<8} {:<6} {:<44} {:<22} {:<14} {:>16} {:>16} {:<6} {:<12} {:<12}",
         "verdict",
         "workload",
         "event",
@@ -79,6 +79,7 @@ pub fn render_flows(recs: &[crate::control::record::FlowRecord]) -> String {
         "rule",
         "out pkts/bytes",
         "in pkts/bytes",
+        "path",
         "first seen",
         "updated at"
     );
@@ -89,7 +90,7 @@ pub fn render_flows(recs: &[crate::control::record::FlowRecord]) -> String {
         };
         let _ = writeln!(
             o,
-            "{:<11} {:<10} {:<8} {:<6} {:<44} {:<22} {:<14} {:>16} {:>16} {:<12} {:<12}",
+            "{:<11} {:<10} {:<8} {:<6} {:<44} {:<22} {:<14} {:>16} {:>16} {:<6} {:<12} {:<12}",
             r.verdict(),
             r.workload,
             r.event,
@@ -99,6 +100,7 @@ pub fn render_flows(recs: &[crate::control::record::FlowRecord]) -> String {
             r.rule,
             format!("{}/{}", r.packets_out, r.bytes_out),
             format!("{}/{}", r.packets_in, r.bytes_in),
+            if r.offloaded { "kernel" } else { "gw" },
             clock(r.first_seen),
             clock(r.updated_at),
         );

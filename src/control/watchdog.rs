@@ -75,8 +75,15 @@ pub fn beat(state_dir: &Path, shared: Arc<Shared>) -> io::Result<()> {
                     }
                     stalled = now;
                 }
-                if now.is_none() && f.write_all_at(&monotonic_ms().to_le_bytes(), 0).is_err() {
-                    tracing::error!("heartbeat file: write failed");
+                if now.is_none() {
+                    if f.write_all_at(&monotonic_ms().to_le_bytes(), 0).is_err() {
+                        tracing::error!("heartbeat file: write failed");
+                    }
+                    // The kernel forwards settled flows only while guardwire
+                    // beats: a hung guardwire forwards nothing either.
+                    if let Some(fp) = shared.fast.get() {
+                        fp.keepalive();
+                    }
                 }
             }
         })?;

@@ -144,6 +144,8 @@ pub struct Shared {
     pub heartbeats: Box<[std::sync::atomic::AtomicU64]>,
     /// Workers that panicked, and why, in the order they did.
     pub failures: std::sync::Mutex<Vec<WorkerFailure>>,
+    /// The kernel fast path, once loaded (none: every frame through guardwire).
+    pub fast: std::sync::OnceLock<Arc<crate::fastpath::FastPath>>,
 }
 
 /// A worker thread that panicked.
@@ -252,6 +254,7 @@ impl Datapath {
                 .map(|_| Default::default())
                 .collect(),
             failures: Default::default(),
+            fast: Default::default(),
         });
         let mut workers = Vec::new();
         for id in 0..params.workers.max(1) {
@@ -372,12 +375,43 @@ impl Datapath {
         next.topo.insert(wl, ports);
         self.shared.fwd.store(Arc::new(next));
 
+        if let Some(fp) = self.shared.fast.get() {
+            self.offload_ports(fp, wl, [(ports.workload, &workload_port), (ports.uplink, &uplink_port)]);
+        }
         for (id, port) in [(ports.workload, workload_port), (ports.uplink, uplink_port)] {
             self.tell(w, WorkerCmd::Add(id, port))?;
             self.workers[w].ports += 1;
             self.owner.insert(id, w);
         }
         Ok(wl)
+    }
+
+    /// Puts the fast path on a workload's two ports: each socket filtered, then
+    /// the tc program on each. A workload whose port cannot (a VM's tap) or
+    /// a kernel that refuses leaves the workload wholly on guardwire's path.
+    fn offload_ports(
+        &self,
+        fp: &crate::fastpath::FastPath,
+        wl: WorkloadId,
+        ports: [(PortId, &Arc<dyn Port>); 2],
+    ) {
+        for (_, p) in ports {
+            if let Err(e) = p.set_fast_filter(fp.socket_filter()) {
+                if e.kind() != io::ErrorKind::Unsupported {
+                    tracing::warn!(port = p.name(), "fast path off for this workload: {e}");
+                }
+                return;
+            }
+        }
+        for (id, p) in ports {
+            if let Err(e) = fp.attach(id, p.name(), wl.slot()) {
+                tracing::warn!(port = p.name(), "fast path off for this workload: {e}");
+                for (id, _) in ports {
+                    fp.detach(id);
+                }
+                return;
+            }
+        }
     }
 
     /// Workers that panicked since the last call, each with the workloads
@@ -440,7 +474,13 @@ impl Datapath {
         }
         // Only now that no worker can judge a frame of the workload any more
         // are its flows and limiters let go: before, a worker still on the old
-        // snapshot could put them back.
+        // snapshot could put them back. The kernel gives back its flows and
+        // the flows into its ports first, with their last counts.
+        if let Some(fp) = self.shared.fast.get() {
+            fp.release(wl, &[ports.workload, ports.uplink], &self.shared.inspector);
+            fp.detach(ports.workload);
+            fp.detach(ports.uplink);
+        }
         self.shared.inspector.forget(wl);
         self.shared.pipeline.load().forget(wl);
         Ok(())
@@ -493,7 +533,15 @@ impl Datapath {
             .iter()
             .filter_map(|p| next.port(*p).map(|s| s.port.clone()))
             .collect();
-        self.shared.fwd.store(Arc::new(next));
+        match self.shared.fast.get() {
+            // Out of inline, the kernel must not forward its flows any more:
+            // no offer judged inline outlives the switch.
+            Some(fp) if mode != SteeringMode::Inline => {
+                fp.rejudge(|| self.shared.fwd.store(Arc::new(next)));
+                fp.release(wl, &[ports.workload, ports.uplink], &self.shared.inspector);
+            }
+            _ => self.shared.fwd.store(Arc::new(next)),
+        }
         for p in slots {
             p.set_receiving(mode != SteeringMode::Off)?;
         }

@@ -269,6 +269,9 @@ impl Worker {
             delayed,
             ..
         } = self;
+        // The fast path's epoch is read before the snapshots: an offer made
+        // under it was judged with state at least as new as the epoch.
+        let fast = shared.fast.get().map(|f| f.epoch());
         let (fwd, macs, pipeline): (&Forwarding, &MacTable, &Pipeline) =
             (fwd.load(), macs.load(), pipeline.load());
         let shared = &**shared;
@@ -278,6 +281,7 @@ impl Worker {
             inspector: &shared.inspector,
             mac_limit: shared.params.mac_limit,
             now_ns: shared.inspector.now_ns(),
+            fast,
         };
         let queue_limit = shared.params.shape_queue_bytes;
         let mut tally = BurstTally::default();
@@ -318,6 +322,13 @@ impl Worker {
                 };
                 let r = slot.port.send_burst(frames, pick);
                 count_sent(slot, &r, &mut tally);
+            }
+            // After the frames that settled their flows are sent, so the
+            // kernel's frames of a flow follow guardwire's.
+            if let Some(fp) = shared.fast.get()
+                && !decisions.fast.is_empty()
+            {
+                fp.apply(&decisions.fast, &shared.inspector);
             }
             if !decisions.learn.is_empty() {
                 shared.macs.learn_all(

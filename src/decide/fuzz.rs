@@ -106,6 +106,7 @@ pub fn exercise(data: &[u8], now_ns: u64) {
         inspector: &n.inspector,
         mac_limit: 4,
         now_ns,
+        fast: None,
     };
     let mut out = n.out.lock().unwrap_or_else(|e| e.into_inner());
     for port in 0..4 {

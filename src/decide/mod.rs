@@ -15,10 +15,12 @@ mod tally;
 
 pub use tally::BurstTally;
 
+use crate::pipeline::flow::FlowKey;
+use crate::pipeline::inspect::Fast;
 use crate::pipeline::parse::{IpFacts, L3};
 use crate::pipeline::spoof::Identity;
 use crate::pipeline::{Checked, Context, Inspector, Packet, Pipeline, Size, Verdict, reject};
-use crate::port::Frame;
+use crate::port::{Frame, VlanTag};
 use crate::switch::{self, Egress, MacTable, Observe, Topology};
 use crate::vocab::{
     Direction, DropReason, Mac, OnFailure, PortId, Role, SteeringMode, WorkloadId, is_group,
@@ -93,6 +95,40 @@ pub enum Decision {
     Absorbed,
 }
 
+/// One direction of a settled flow, offered to the kernel fast path: its
+/// frames arrive on `in_port` from `src` to `dst` (with `vlan`) and leave by
+/// `out_port`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// The flow, as the sending workload keys it.
+    pub key: FlowKey,
+    /// The direction runs from the key's `lo` end to its `hi` end.
+    pub lo_to_hi: bool,
+    /// Where its frames arrive.
+    pub in_port: PortId,
+    /// Where they leave.
+    pub out_port: PortId,
+    /// Their source MAC.
+    pub src: Mac,
+    /// Their destination MAC.
+    pub dst: Mac,
+    /// Their VLAN tag.
+    pub vlan: Option<VlanTag>,
+    /// East-west: the receiving workload, whose flow counts them too.
+    pub peer: Option<WorkloadId>,
+    /// The fast path epoch the verdict was made under.
+    pub epoch: u64,
+}
+
+/// What the fast path is asked to do after a burst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FastOp {
+    /// Hand this direction to the kernel.
+    Offer(Offer),
+    /// Take the flow back: it ends, or is no longer settled.
+    End(FlowKey),
+}
+
 /// What a burst received, for the ingress port's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Received {
@@ -121,6 +157,8 @@ pub struct Decisions {
     pub tally: BurstTally,
     /// What was received.
     pub received: Received,
+    /// Offers to and ends for the kernel fast path, each once.
+    pub fast: Vec<FastOp>,
 }
 
 impl Decisions {
@@ -130,6 +168,13 @@ impl Decisions {
         self.learn.clear();
         self.tally = BurstTally::default();
         self.received = Received::default();
+        self.fast.clear();
+    }
+
+    fn fast(&mut self, op: FastOp) {
+        if !self.fast.contains(&op) {
+            self.fast.push(op);
+        }
     }
 }
 
@@ -160,6 +205,8 @@ pub struct Stage<'a> {
     pub mac_limit: u32,
     /// The datapath clock, ns.
     pub now_ns: u64,
+    /// The fast path's epoch, when the node has one and it is on.
+    pub fast: Option<u64>,
 }
 
 /// The ingress port as the stage sees it.
@@ -244,6 +291,8 @@ impl<'a> Stage<'a> {
                 .fetch_add(1, Ordering::Relaxed);
         }
         let mut verdict = Verdict::Forward;
+        let mut fast = Fast::No;
+        let mut peer = None;
         if let (Some(ip), Some(size)) = (&ip, size)
             && pl.inspect
         {
@@ -252,8 +301,15 @@ impl<'a> Stage<'a> {
                 name: &info.name,
                 direction: ing.direction,
                 mirror: ing.mode == SteeringMode::Mirror,
+                fast: self.fast.filter(|_| ing.mode == SteeringMode::Inline),
             };
             verdict = self.inspector.inspect(pl, &ctx, ip, size, self.now_ns);
+            if ctx.fast.is_some() {
+                fast = self.inspector.fast_hint(&ctx, ip, verdict == Verdict::Forward);
+                if let Fast::Unsettled { offloaded: true } = fast {
+                    out.fast(FastOp::End(FlowKey::of(wl, ip).0));
+                }
+            }
         }
         if ing.mode != SteeringMode::Inline {
             return Decision::Absorbed;
@@ -311,8 +367,28 @@ impl<'a> Stage<'a> {
                 name: &info2.name,
                 direction: Direction::Ingress,
                 mirror: info2.mode == SteeringMode::Mirror,
+                fast: self.fast.filter(|_| info2.mode == SteeringMode::Inline),
             };
             let v2 = self.inspector.inspect(pl, &ctx, ip, size, self.now_ns);
+            let f2 = match ctx.fast {
+                Some(_) => self.inspector.fast_hint(&ctx, ip, v2 == Verdict::Forward),
+                None => Fast::Unsettled { offloaded: false },
+            };
+            if let Fast::Unsettled { offloaded: true } = f2 {
+                out.fast(FastOp::End(FlowKey::of(wl2, ip).0));
+            }
+            // East-west, a direction is the kernel's only when both
+            // workloads' flows are settled.
+            fast = match (fast, f2) {
+                (Fast::Offer, Fast::Offer | Fast::Held) => Fast::Offer,
+                (Fast::Held, Fast::Unsettled { .. }) => {
+                    out.fast(FastOp::End(FlowKey::of(wl, ip).0));
+                    Fast::No
+                }
+                (Fast::Offer, Fast::Unsettled { .. }) => Fast::No,
+                (f, _) => f,
+            };
+            peer = Some(wl2);
             verdict = merge(verdict, v2);
             if let Some(end) = settle(verdict, &pkt, fr, out) {
                 return end;
@@ -320,7 +396,23 @@ impl<'a> Stage<'a> {
         }
         match verdict {
             Verdict::Delay(until) => Decision::Hold { port, until },
-            _ => Decision::Out(port),
+            _ => {
+                if let (Fast::Offer, Some(ip), Some(epoch)) = (fast, &ip, self.fast) {
+                    let (key, lo_to_hi) = FlowKey::of(wl, ip);
+                    out.fast(FastOp::Offer(Offer {
+                        key,
+                        lo_to_hi,
+                        in_port: ing.port,
+                        out_port: port,
+                        src: *src,
+                        dst: *dst,
+                        vlan: fr.vlan,
+                        peer,
+                        epoch,
+                    }));
+                }
+                Decision::Out(port)
+            }
         }
     }
 }

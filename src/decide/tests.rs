@@ -76,6 +76,7 @@ impl Bed {
             inspector: &self.inspector,
             mac_limit: 2,
             now_ns: t_ns,
+            fast: None,
         };
         let fr: Vec<Frame<'_>> = frames
             .iter()

@@ -168,8 +168,28 @@ pub struct Flow {
     pub evasive: bool,
     /// Mirror mode: the verdict is recorded, not enforced.
     pub mirror: bool,
+    /// The workload's rules let the kernel fast path forward it once settled.
+    pub fast: bool,
+    /// The directions the kernel fast path forwards, and under which epoch.
+    pub offload: Option<Offload>,
     /// Reporting state, owned by the sweeper.
     pub report: Report,
+}
+
+/// A flow's directions that the kernel fast path forwards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    /// The fast path epoch they were handed over under.
+    pub epoch: u64,
+    /// Bit 0: lo to hi; bit 1: hi to lo.
+    pub sides: u8,
+}
+
+impl Offload {
+    /// The bit of a direction.
+    pub fn side(lo_to_hi: bool) -> u8 {
+        if lo_to_hi { 1 } else { 2 }
+    }
 }
 
 /// What the sweeper has already reported of a flow.
@@ -459,6 +479,11 @@ impl FlowTable {
         self.shard(key).get(key).map(f)
     }
 
+    /// Runs `f` on the flow of `key`, if it is still there, under its shard's lock.
+    pub fn with_flow_mut<R>(&self, key: &FlowKey, f: impl FnOnce(&mut Flow) -> R) -> Option<R> {
+        self.shard(key).get_mut(key).map(f)
+    }
+
     /// Removes every flow of a workload (it was detached).
     pub fn forget(&self, wl: WorkloadId) {
         for s in self.shards.iter() {
@@ -494,6 +519,8 @@ fn placeholder() -> Flow {
         evasive: false,
         dns: None,
         mirror: false,
+        fast: false,
+        offload: None,
         report: Report::default(),
     }
 }

@@ -5,7 +5,7 @@
 use super::Pipeline;
 use super::app::{Account, AppId, AppProbe, Budget, DnsCache, How, Probe};
 use super::firewall::{Action, FlowFacts, Limit};
-use super::flow::{Flow, FlowKey, FlowState, FlowTable, Timeouts};
+use super::flow::{Flow, FlowKey, FlowState, FlowTable, Offload, Timeouts};
 use super::parse::{Fragment, IpFacts, proto, tcp_flags};
 use super::police::{Limiter, Pace, PacketBucket, TokenBucket};
 use super::verdict::Verdict;
@@ -33,6 +33,26 @@ pub struct Context<'a> {
     pub direction: Direction,
     /// Mirror mode: record verdicts, enforce nothing.
     pub mirror: bool,
+    /// The fast path's epoch, when the kernel may forward this workload's
+    /// settled flows (the node has a fast path and the workload is inline).
+    pub fast: Option<u64>,
+}
+
+/// Where a flow stands with the kernel fast path, after a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fast {
+    /// Not a question here (no fast path, not TCP or UDP, no flow).
+    No,
+    /// Settled, and this direction is not the kernel's yet: offer it.
+    Offer,
+    /// Settled, and this direction is the kernel's already.
+    Held,
+    /// Not settled (or a SYN that starts it again); `offloaded`: the kernel
+    /// holds some of it, which must be taken back.
+    Unsettled {
+        /// The kernel holds a direction of it (or may: a new SYN).
+        offloaded: bool,
+    },
 }
 
 /// The size of a packet as limits and statistics count it.
@@ -371,6 +391,48 @@ impl Inspector {
         }
     }
 
+    /// Where the packet's flow stands with the fast path after
+    /// [`Inspector::inspect`] let it through (`forwarded`) or not. Settled:
+    /// allowed; named or done probing; no shaper, limit or workload bandwidth;
+    /// not mirrored, not condemned, no DNS read; TCP established; and the
+    /// packet is no fragment and has no SYN, FIN or RST.
+    pub fn fast_hint(&self, ctx: &Context<'_>, ip: &IpFacts<'_>, forwarded: bool) -> Fast {
+        let Some(epoch) = ctx.fast else {
+            return Fast::No;
+        };
+        if !matches!(ip.proto, proto::TCP | proto::UDP) {
+            return Fast::No;
+        }
+        let (key, lo_to_hi) = FlowKey::of(ctx.workload, ip);
+        let tcp = ip.proto == proto::TCP;
+        let ends = tcp && ip.flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0;
+        let shard = self.flows.shard(&key);
+        let Some(f) = shard.get(&key) else {
+            return Fast::No;
+        };
+        let settled = forwarded
+            && !ends
+            && ip.fragment == Fragment::No
+            && f.fast
+            && matches!(f.action, Action::Allow)
+            && f.limiters.is_none()
+            && f.bandwidth.is_none()
+            && f.probe.is_none()
+            && f.dns.is_none()
+            && !f.evasive
+            && !f.mirror
+            && (!tcp || f.state == FlowState::Established);
+        // A new connection on a reused key may meet an entry of the old one.
+        let syn = tcp && ip.flags & tcp_flags::SYN != 0 && ip.flags & tcp_flags::ACK == 0;
+        match f.offload {
+            _ if !settled => Fast::Unsettled {
+                offloaded: f.offload.is_some() || syn,
+            },
+            Some(o) if o.epoch == epoch && o.sides & Offload::side(lo_to_hi) != 0 => Fast::Held,
+            _ => Fast::Offer,
+        }
+    }
+
     /// Names a new flow before its content is seen: from a DNS answer for the
     /// remote address, else from its port.
     fn name_first(
@@ -546,6 +608,7 @@ impl Inspector {
         flow.logged_by = d.logged_by;
         flow.generation = pl.generation;
         flow.bandwidth = self.bandwidth_of(ctx.name);
+        flow.fast = pl.rules.workload(ctx.name).is_none_or(|p| p.fast_path);
     }
 }
 
@@ -651,6 +714,7 @@ mod tests {
                 name: "w",
                 direction,
                 mirror: false,
+                fast: None,
             };
             let size = Size {
                 packets: 1,
@@ -1080,6 +1144,7 @@ mod tests {
             name: "w",
             direction: Direction::Egress,
             mirror: false,
+            fast: None,
         };
         let ip = pkt(proto::UDP, ME1, 5000, SITE, 6000, &[]);
         let one = |packets| Size {

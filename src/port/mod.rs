@@ -176,6 +176,15 @@ pub trait Port: Send + Sync {
     fn kernel_stats(&self) -> KernelStats {
         KernelStats::default()
     }
+    /// Filters the socket with the kernel fast path's program `prog` (frames the
+    /// kernel forwards do not reach guardwire). Only ports whose frames pass
+    /// tc ingress have one.
+    fn set_fast_filter(&self, _prog: RawFd) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "frames of this port do not pass tc ingress",
+        ))
+    }
     /// Stops (false) or resumes (true) the kernel queueing frames to this port,
     /// so a workload the kernel forwards costs guardwire nothing.
     fn set_receiving(&self, _on: bool) -> io::Result<()> {

@@ -145,6 +145,9 @@ pub struct PacketPort {
     truncated: AtomicU64,
     copied: AtomicU64,
     jam: Jam,
+    /// The fast path's socket filter (a BPF program descriptor), when set:
+    /// the socket's filter while it receives.
+    fast_filter: std::sync::atomic::AtomicI32,
 }
 
 thread_local! {
@@ -456,6 +459,7 @@ impl PacketPort {
             truncated: AtomicU64::new(0),
             copied: AtomicU64::new(0),
             jam: Jam::default(),
+            fast_filter: std::sync::atomic::AtomicI32::new(-1),
         })
     }
 
@@ -686,8 +690,23 @@ impl Port for PacketPort {
         })
     }
 
+    fn set_fast_filter(&self, prog: RawFd) -> io::Result<()> {
+        self.fast_filter.store(prog, Ordering::Relaxed);
+        setsockopt(
+            self.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_BPF,
+            &prog,
+            "SO_ATTACH_BPF",
+        )
+    }
+
     fn set_receiving(&self, on: bool) -> io::Result<()> {
         let s = self.fd.as_raw_fd();
+        let fast = self.fast_filter.load(Ordering::Relaxed);
+        if on && fast >= 0 {
+            return setsockopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_BPF, &fast, "SO_ATTACH_BPF");
+        }
         if on {
             let zero: libc::c_int = 0;
             return match setsockopt(

@@ -312,6 +312,39 @@ pub fn render(ctx: &Ctx) -> String {
         "Rules in force",
         gauge(ctx.shared.pipeline.load().rules.len() as i64),
     );
+    if let Some(fp) = ctx.shared.fast.get() {
+        let c = &fp.counters;
+        reg.register(
+            "fastpath_directions",
+            "Flow directions the kernel fast path forwards now",
+            gauge(fp.entries() as i64),
+        );
+        reg.register(
+            "fastpath_offered",
+            "Flow directions handed to the kernel fast path",
+            counter(load(&c.offered)),
+        );
+        reg.register(
+            "fastpath_refused",
+            "Flow directions the kernel fast path's map had no room for",
+            counter(load(&c.refused)),
+        );
+        reg.register(
+            "fastpath_ended",
+            "Flow directions taken back from the kernel fast path",
+            counter(load(&c.ended)),
+        );
+        reg.register(
+            "fastpath_packets",
+            "Packets the kernel fast path forwarded (GSO segments)",
+            counter(load(&c.packets)),
+        );
+        reg.register(
+            "fastpath_bytes",
+            "Bytes the kernel fast path forwarded",
+            counter(load(&c.bytes)),
+        );
+    }
     reg.register(
         "workers",
         "Datapath worker threads started",

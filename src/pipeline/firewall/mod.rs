@@ -138,6 +138,8 @@ pub struct WorkloadPolicy {
     pub bandwidth: Option<u64>,
     /// Adjust `bandwidth` from measured use.
     pub auto_bandwidth: Option<AutoBandwidth>,
+    /// Flows whose verdict is final may be forwarded by the kernel fast path.
+    pub fast_path: bool,
 }
 
 /// How to move a workload's bandwidth limit with its measured use.

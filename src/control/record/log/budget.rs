@@ -103,6 +103,7 @@ pub(super) fn summary(workload: &str, b: &mut Bucket, now_ms: u64) -> FlowRecord
         first_seen: b.pending_since,
         updated_at: now_ms,
         suppressed: Some(n),
+        offloaded: false,
     }
 }
 

@@ -343,6 +343,7 @@ mod tests {
             first_seen: T0,
             updated_at: T0 + i,
             suppressed: None,
+            offloaded: false,
         }
     }
 

@@ -75,6 +75,10 @@ pub struct FlowRecord {
     /// out (over its `log_records_per_sec` budget) since its previous summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,
+    /// The kernel fast path forwards the flow (one direction or both); its
+    /// counters include what the kernel forwarded.
+    #[serde(default)]
+    pub offloaded: bool,
 }
 
 impl FlowRecord {

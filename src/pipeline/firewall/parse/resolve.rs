@@ -328,6 +328,7 @@ fn workload_policy(cx: &Ctx, name: &str, w: &RawWorkload) -> Result<WorkloadPoli
         labels,
         bandwidth,
         auto_bandwidth,
+        fast_path: w.fast_path.unwrap_or(true),
     })
 }
 

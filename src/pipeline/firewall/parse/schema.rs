@@ -26,6 +26,7 @@ pub(super) struct RawWorkload {
     pub(super) labels: Option<Spanned<Vec<String>>>,
     pub(super) bandwidth: Option<Spanned<Value>>,
     pub(super) auto_bandwidth: Option<Spanned<RawAuto>>,
+    pub(super) fast_path: Option<bool>,
 }
 
 /// A workload's `auto_bandwidth` table.

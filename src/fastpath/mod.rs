@@ -1,0 +1,447 @@
+//! The kernel fast path: flows whose verdict is final are forwarded by the
+//! kernel between the two ports guardwire would have used, and guardwire
+//! still counts, logs and re-judges every one of them.
+//!
+//! The decision stage offers a flow's direction once it is settled (allowed,
+//! named or done probing, no shaper or limit, the workload inline, not a
+//! fragment, no SYN/FIN/RST); the worker hands the offer to [`FastPath::offer`],
+//! which writes it into the `flows` map of `fastpath.bpf.c`. From then on the
+//! program at tc ingress of the port redirects and counts the direction's
+//! frames, and the socket filter keeps them out of guardwire's ring.
+//!
+//! - Counting: [`FastPath::sweep`] (once a second, before the flow table's
+//!   sweep) adds what the kernel counted to each flow, so records, windows,
+//!   metrics and auto-bandwidth see every packet and byte.
+//! - Re-judging: every entry carries the epoch it was offered under; the
+//!   kernel forwards it only while that is the epoch in force.
+//!   [`FastPath::rejudge`] moves the epoch on before and after a change that
+//!   may alter verdicts (a rule push), so each flow's next packet comes back
+//!   to guardwire and is judged by the new rules.
+//! - Failure: the tc programs are attached by bpf links that guardwire's
+//!   process holds, so when it dies the kernel takes them off (a `closed`
+//!   workload is cut off, an `open` one gets the watchdog's kernel path); and
+//!   a keep-alive in the `state` map, moved on by the heartbeat, lapses when
+//!   guardwire hangs, so a hung guardwire forwards nothing in the kernel either.
+//! - The tc program runs in tcx before the ingress qdisc's filters and passes
+//!   on what it does not forward, so the `off` mode's u32 redirect on the same
+//!   port works as before.
+
+mod maps;
+
+pub use maps::{Key, Side, Value};
+
+use crate::decide::{FastOp, Offer};
+use crate::pipeline::Inspector;
+use crate::pipeline::flow::{FlowKey, Offload};
+use crate::vocab::{PortId, WorkloadId};
+use aya::programs::tc::SchedClassifierLinkId;
+use aya::programs::{SchedClassifier, SocketFilter, TcAttachType};
+use maps::Map;
+use rustc_hash::FxHashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+/// The object `build.rs` compiles from `fastpath.bpf.c` (empty when the build
+/// had no clang).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath.bpf.o"));
+
+/// A keep-alive this old lets every entry lapse: the watchdog's hang limit.
+const KEEPALIVE_NS: u64 = 600_000_000;
+
+/// What the fast path has done since start.
+#[derive(Debug, Default)]
+pub struct FastCounters {
+    /// Directions handed to the kernel.
+    pub offered: AtomicU64,
+    /// Offers the kernel map refused (full).
+    pub refused: AtomicU64,
+    /// Directions taken back (flow ended, changed, or gone).
+    pub ended: AtomicU64,
+    /// Frames the kernel forwarded (a GSO super-frame once).
+    pub frames: AtomicU64,
+    /// Packets the kernel forwarded (GSO segments).
+    pub packets: AtomicU64,
+    /// Bytes the kernel forwarded.
+    pub bytes: AtomicU64,
+}
+
+/// A direction handed to the kernel, as guardwire remembers it.
+struct Held {
+    /// The flow it belongs to.
+    flow: FlowKey,
+    /// Its direction runs from the key's `lo` end to its `hi` end.
+    lo_to_hi: bool,
+    /// An east-west direction also belongs to the receiving workload's flow.
+    peer: Option<WorkloadId>,
+    /// Counters already added to the flows.
+    seen: Value,
+}
+
+/// The loaded fast path.
+pub struct FastPath {
+    ebpf: Mutex<aya::Ebpf>,
+    links: Mutex<FxHashMap<PortId, SchedClassifierLinkId>>,
+    /// Attached ports and their interface index.
+    ifindex: RwLock<FxHashMap<PortId, u32>>,
+    flows: Map<Key, Value>,
+    ports: Map<u32, u32>,
+    state: Map<u32, u64>,
+    sock_filter: RawFd,
+    epoch: AtomicU64,
+    /// CLOCK_MONOTONIC ns at datapath clock 0.
+    mono_zero_ns: u64,
+    held: Mutex<FxHashMap<Key, Held>>,
+    /// What it has done.
+    pub counters: FastCounters,
+}
+
+/// CLOCK_MONOTONIC, ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+fn map_fd(ebpf: &aya::Ebpf, name: &str) -> Result<OwnedFd, String> {
+    let m = ebpf
+        .map(name)
+        .ok_or_else(|| format!("the BPF object has no map {name}"))?;
+    let data = match m {
+        aya::maps::Map::HashMap(d) | aya::maps::Map::Array(d) => d,
+        _ => return Err(format!("map {name} is of an unexpected type")),
+    };
+    data.fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("map {name}: {e}"))
+}
+
+impl FastPath {
+    /// Loads the programs and maps; `now_ns` is the datapath clock now. An
+    /// error says why this node runs without the fast path.
+    pub fn load(now_ns: u64) -> Result<FastPath, String> {
+        if OBJECT.is_empty() {
+            return Err("guardwire was built without clang, so without its BPF program".into());
+        }
+        let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the BPF object: {e}"))?;
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut("fast_tc")
+            .ok_or("the BPF object has no fast_tc")?
+            .try_into()
+            .map_err(|e| format!("fast_tc: {e}"))?;
+        tc.load().map_err(|e| format!("loading fast_tc: {e}"))?;
+        let sock: &mut SocketFilter = ebpf
+            .program_mut("fast_sock")
+            .ok_or("the BPF object has no fast_sock")?
+            .try_into()
+            .map_err(|e| format!("fast_sock: {e}"))?;
+        sock.load().map_err(|e| format!("loading fast_sock: {e}"))?;
+        let sock_filter = sock
+            .fd()
+            .map_err(|e| format!("fast_sock: {e}"))?
+            .as_fd()
+            .as_raw_fd();
+        let fp = FastPath {
+            flows: Map::new(map_fd(&ebpf, "flows")?),
+            ports: Map::new(map_fd(&ebpf, "ports")?),
+            state: Map::new(map_fd(&ebpf, "state")?),
+            ebpf: Mutex::new(ebpf),
+            links: Mutex::default(),
+            ifindex: RwLock::default(),
+            sock_filter,
+            epoch: AtomicU64::new(1),
+            mono_zero_ns: monotonic_ns().saturating_sub(now_ns),
+            held: Mutex::default(),
+            counters: FastCounters::default(),
+        };
+        fp.state
+            .set(&0, &1)
+            .map_err(|e| format!("fast path state: {e}"))?;
+        fp.keepalive();
+        Ok(fp)
+    }
+
+    /// The epoch offers are made under now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The socket filter to attach to a packet socket of an attached port.
+    pub fn socket_filter(&self) -> RawFd {
+        self.sock_filter
+    }
+
+    /// Moves the keep-alive on: the kernel forwards for another
+    /// [`KEEPALIVE_NS`]. The heartbeat calls it while every worker loops.
+    pub fn keepalive(&self) {
+        let _ = self.state.set(&1, &(monotonic_ns() + KEEPALIVE_NS));
+    }
+
+    fn bump(&self) {
+        let e = self.epoch.load(Ordering::SeqCst) + 1;
+        if let Err(err) = self.state.set(&0, &e) {
+            tracing::error!("fast path: cannot move the epoch on: {err}");
+        }
+        self.epoch.store(e, Ordering::SeqCst);
+    }
+
+    /// Runs a change that may alter verdicts (rules, limits, modes) so that no
+    /// flow keeps a kernel verdict made before it: the epoch moves on before
+    /// the change is visible (each offloaded flow's next packet comes back to
+    /// guardwire) and again after it (an offer judged in between lapses).
+    pub fn rejudge<R>(&self, change: impl FnOnce() -> R) -> R {
+        self.bump();
+        let r = change();
+        self.bump();
+        r
+    }
+
+    /// Puts the tc program on port `port` (interface `name`) of the workload in
+    /// `slot`.
+    pub fn attach(&self, port: PortId, name: &str, slot: usize) -> Result<(), String> {
+        let ifindex = crate::port::ifindex(name).map_err(|e| format!("{name}: {e}"))? as u32;
+        self.ports
+            .set(&ifindex, &(slot as u32))
+            .map_err(|e| format!("{name}: fast path port map: {e}"))?;
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut("fast_tc")
+            .and_then(|p| p.try_into().ok())
+            .ok_or("fast_tc is gone")?;
+        let link = match tc.attach(name, TcAttachType::Ingress) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = self.ports.remove(&ifindex);
+                return Err(format!("{name}: attaching the fast path at tc ingress: {e}"));
+            }
+        };
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port, link);
+        self.ifindex
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port, ifindex);
+        Ok(())
+    }
+
+    /// Takes the tc program off `port` and forgets it.
+    pub fn detach(&self, port: PortId) {
+        let ifindex = self
+            .ifindex
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&port);
+        if let Some(i) = ifindex {
+            let _ = self.ports.remove(&i);
+        }
+        let link = self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&port);
+        if let Some(link) = link {
+            let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tc) = ebpf
+                .program_mut("fast_tc")
+                .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+                && let Err(e) = tc.detach(link)
+            {
+                tracing::error!(port = port.0, "fast path: detaching from tc ingress: {e}");
+            }
+        }
+    }
+
+    fn ifindex_of(&self, port: PortId) -> Option<u32> {
+        self.ifindex
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&port)
+            .copied()
+    }
+
+    /// Hands one direction of a flow to the kernel; true when it took it. The
+    /// caller marks the flow offloaded only then.
+    pub fn offer(&self, o: &Offer) -> bool {
+        let (Some(inx), Some(outx)) = (self.ifindex_of(o.in_port), self.ifindex_of(o.out_port))
+        else {
+            return false; // a port the kernel cannot forward on (a VM's tap)
+        };
+        let key = Key::of(&o.key, o.lo_to_hi);
+        let side = Side {
+            in_ifindex: inx,
+            out_ifindex: outx,
+            src: o.src,
+            dst: o.dst,
+            vlan_tci: o.vlan.map_or(0, |v| v.tci),
+            vlan_proto: o.vlan.map_or(0, |v| v.tpid.to_be()),
+            vlan_present: u8::from(o.vlan.is_some()),
+            pad: [0; 3],
+        };
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        // An entry of an earlier epoch is not forwarded by the kernel, so its
+        // counters stand still while it is rewritten; they are kept.
+        let mut v = match self.flows.get(&key) {
+            Ok(Some(v)) => v,
+            _ => Value::default(),
+        };
+        if v.epoch == o.epoch && v.side == side {
+            return true;
+        }
+        v.epoch = o.epoch;
+        v.side = side;
+        if let Err(e) = self.flows.set(&key, &v) {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("fast path: offer refused: {e}");
+            return false;
+        }
+        let h = held.entry(key).or_insert(Held {
+            flow: o.key,
+            lo_to_hi: o.lo_to_hi,
+            peer: o.peer,
+            seen: v,
+        });
+        h.flow = o.key;
+        h.peer = o.peer;
+        self.counters.offered.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Carries out a burst's offers and ends; a flow is marked offloaded only
+    /// for the directions the kernel took.
+    pub fn apply(&self, ops: &[FastOp], ins: &Inspector) {
+        for op in ops {
+            match op {
+                FastOp::Offer(o) => {
+                    if self.offer(o) {
+                        let side = Offload::side(o.lo_to_hi);
+                        ins.flows.with_flow_mut(&o.key, |f| match &mut f.offload {
+                            Some(x) if x.epoch == o.epoch => x.sides |= side,
+                            x => {
+                                *x = Some(Offload {
+                                    epoch: o.epoch,
+                                    sides: side,
+                                })
+                            }
+                        });
+                    }
+                }
+                FastOp::End(k) => self.end(k, ins),
+            }
+        }
+    }
+
+    /// Takes both directions of `flow` back from the kernel, adding their last
+    /// counts to the flows.
+    pub fn end(&self, flow: &FlowKey, ins: &Inspector) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for dir in [true, false] {
+            let key = Key::of(flow, dir);
+            let Some(mut h) = held.remove(&key) else {
+                continue;
+            };
+            if let Ok(Some(v)) = self.flows.take(&key) {
+                self.credit(ins, &mut h, &v);
+            }
+            self.counters.ended.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(held);
+        ins.flows.with_flow_mut(flow, |f| f.offload = None);
+    }
+
+    /// Adds what the kernel counted since the last call to the flows; takes
+    /// back the directions whose flow is gone (expired, evicted).
+    pub fn sweep(&self, ins: &Inspector) {
+        let keys: Vec<Key> = {
+            let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            held.keys().copied().collect()
+        };
+        for key in keys {
+            let v = self.flows.get(&key).ok().flatten();
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(h) = held.get_mut(&key) else {
+                continue;
+            };
+            let present = match v {
+                Some(v) => self.credit(ins, h, &v),
+                None => false,
+            };
+            if !present {
+                let h = held.remove(&key).expect("looked up above");
+                drop(held);
+                if let Ok(Some(v)) = self.flows.take(&key) {
+                    let mut h = h;
+                    self.credit(ins, &mut h, &v);
+                }
+                self.counters.ended.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes back every direction of the workload `wl`'s flows and every one
+    /// that leaves by its ports (it left inline mode or is being detached).
+    pub fn release(&self, wl: WorkloadId, ports: &[PortId], ins: &Inspector) {
+        let out: Vec<u32> = ports.iter().filter_map(|p| self.ifindex_of(*p)).collect();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<Key> = held
+            .iter()
+            .filter(|(k, h)| {
+                k.slot as usize == wl.slot()
+                    || h.peer == Some(wl)
+                    || out.contains(&h.seen.side.out_ifindex)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            let mut h = held.remove(&key).expect("listed above");
+            if let Ok(Some(v)) = self.flows.take(&key) {
+                self.credit(ins, &mut h, &v);
+            }
+            ins.flows.with_flow_mut(&h.flow, |f| f.offload = None);
+            self.counters.ended.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Directions the kernel holds now.
+    pub fn entries(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Adds `now - h.seen` to the flow (and, east-west, to the receiving
+    /// workload's); false when the flow is no longer in the table.
+    fn credit(&self, ins: &Inspector, h: &mut Held, now: &Value) -> bool {
+        let frames = now.frames.saturating_sub(h.seen.frames);
+        let packets = now.packets.saturating_sub(h.seen.packets);
+        let bytes = now.bytes.saturating_sub(h.seen.bytes);
+        h.seen = *now;
+        let c = &self.counters;
+        c.frames.fetch_add(frames, Ordering::Relaxed);
+        c.packets.fetch_add(packets, Ordering::Relaxed);
+        c.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let lo_to_hi = h.lo_to_hi;
+        let last_ms = now.last_ns.saturating_sub(self.mono_zero_ns) / 1_000_000;
+        let add = |key: &FlowKey| {
+            ins.flows.with_flow_mut(key, |f| {
+                if packets > 0 {
+                    let from_initiator = lo_to_hi == f.initiator_lo;
+                    let at = last_ms.max(f.last_seen_ms);
+                    f.account(from_initiator, packets, bytes, 0, at);
+                }
+            })
+        };
+        let present = add(&h.flow).is_some();
+        if let Some(peer) = h.peer {
+            add(&FlowKey {
+                workload: peer,
+                ..h.flow
+            });
+        }
+        present
+    }
+}
