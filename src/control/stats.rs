@@ -60,6 +60,14 @@ pub fn render(s: &StatsSnapshot) -> String {
     };
     let _ = writeln!(o, "drops:     {}", list(&s.drops));
     let _ = writeln!(o, "malformed: {}", list(&s.malformed));
+    let _ = match &s.fastpath {
+        None => writeln!(o, "fast path: off"),
+        Some(f) => writeln!(
+            o,
+            "fast path: {} flow directions in the kernel (epoch {}); {} handed over, {} taken back, {} refused; forwarded {} packets, {} bytes",
+            f.directions, f.epoch, f.offered, f.ended, f.refused, f.packets, f.bytes
+        ),
+    };
     o
 }
 

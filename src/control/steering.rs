@@ -570,6 +570,8 @@ impl Steering {
                 };
                 let name = info.name.as_str();
                 if info.on_failure == OnFailure::Closed || info.mode != SteeringMode::Inline {
+                    // Cut off means its flows too: the kernel forwards none.
+                    self.dp.take_back(wl);
                     tracing::error!(
                         workload = name,
                         worker = f.worker,

@@ -234,6 +234,9 @@ pub struct StatsSnapshot {
     pub ports: Vec<PortStats>,
     pub drops: BTreeMap<String, u64>,
     pub malformed: BTreeMap<String, u64>,
+    /// The kernel fast path; none when this node runs without it.
+    #[serde(default)]
+    pub fastpath: Option<crate::fastpath::FastStats>,
 }
 
 impl Datapath {
@@ -376,7 +379,14 @@ impl Datapath {
         self.shared.fwd.store(Arc::new(next));
 
         if let Some(fp) = self.shared.fast.get() {
-            self.offload_ports(fp, wl, [(ports.workload, &workload_port), (ports.uplink, &uplink_port)]);
+            self.offload_ports(
+                fp,
+                wl,
+                [
+                    (ports.workload, &workload_port),
+                    (ports.uplink, &uplink_port),
+                ],
+            );
         }
         for (id, port) in [(ports.workload, workload_port), (ports.uplink, uplink_port)] {
             self.tell(w, WorkerCmd::Add(id, port))?;
@@ -411,6 +421,15 @@ impl Datapath {
                 }
                 return;
             }
+        }
+    }
+
+    /// Takes every flow of `wl` (and every flow into its ports) back from the
+    /// kernel fast path.
+    pub fn take_back(&self, wl: WorkloadId) {
+        let fwd = self.shared.fwd.load();
+        if let (Some(fp), Some(p)) = (self.shared.fast.get(), fwd.topo.workload(wl)) {
+            fp.release(wl, &[p.workload, p.uplink], &self.shared.inspector);
         }
     }
 
@@ -590,6 +609,7 @@ impl Datapath {
             ports,
             drops: c.drops(),
             malformed: c.malformed(),
+            fastpath: self.shared.fast.get().map(|f| f.stats()),
         }
     }
 

@@ -305,7 +305,9 @@ impl<'a> Stage<'a> {
             };
             verdict = self.inspector.inspect(pl, &ctx, ip, size, self.now_ns);
             if ctx.fast.is_some() {
-                fast = self.inspector.fast_hint(&ctx, ip, verdict == Verdict::Forward);
+                fast = self
+                    .inspector
+                    .fast_hint(&ctx, ip, verdict == Verdict::Forward);
                 if let Fast::Unsettled { offloaded: true } = fast {
                     out.fast(FastOp::End(FlowKey::of(wl, ip).0));
                 }

@@ -66,6 +66,29 @@ pub struct FastCounters {
     pub bytes: AtomicU64,
 }
 
+/// The fast path's figures, for `guardwire stats`.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct FastStats {
+    /// Flow directions the kernel forwards now.
+    pub directions: usize,
+    /// The epoch in force (moves on around every rule push).
+    pub epoch: u64,
+    /// Directions handed over since start.
+    pub offered: u64,
+    /// Offers the kernel's map had no room for.
+    pub refused: u64,
+    /// Directions taken back since start.
+    pub ended: u64,
+    /// Frames the kernel forwarded (a GSO super-frame once).
+    pub frames: u64,
+    /// Packets the kernel forwarded (GSO segments).
+    pub packets: u64,
+    /// Bytes the kernel forwarded.
+    pub bytes: u64,
+}
+
 /// A direction handed to the kernel, as guardwire remembers it.
 struct Held {
     /// The flow it belongs to.
@@ -128,7 +151,8 @@ impl FastPath {
         if OBJECT.is_empty() {
             return Err("guardwire was built without clang, so without its BPF program".into());
         }
-        let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the BPF object: {e}"))?;
+        let mut ebpf =
+            aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the BPF object: {e}"))?;
         let tc: &mut SchedClassifier = ebpf
             .program_mut("fast_tc")
             .ok_or("the BPF object has no fast_tc")?
@@ -217,7 +241,9 @@ impl FastPath {
             Ok(l) => l,
             Err(e) => {
                 let _ = self.ports.remove(&ifindex);
-                return Err(format!("{name}: attaching the fast path at tc ingress: {e}"));
+                return Err(format!(
+                    "{name}: attaching the fast path at tc ingress: {e}"
+                ));
             }
         };
         self.links
@@ -411,6 +437,22 @@ impl FastPath {
     /// Directions the kernel holds now.
     pub fn entries(&self) -> usize {
         self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Its figures now (counts as of the last sweep).
+    pub fn stats(&self) -> FastStats {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FastStats {
+            directions: self.entries(),
+            epoch: self.epoch(),
+            offered: load(&c.offered),
+            refused: load(&c.refused),
+            ended: load(&c.ended),
+            frames: load(&c.frames),
+            packets: load(&c.packets),
+            bytes: load(&c.bytes),
+        }
     }
 
     /// Adds `now - h.seen` to the flow (and, east-west, to the receiving

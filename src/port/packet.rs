@@ -705,7 +705,13 @@ impl Port for PacketPort {
         let s = self.fd.as_raw_fd();
         let fast = self.fast_filter.load(Ordering::Relaxed);
         if on && fast >= 0 {
-            return setsockopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_BPF, &fast, "SO_ATTACH_BPF");
+            return setsockopt(
+                s,
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_BPF,
+                &fast,
+                "SO_ATTACH_BPF",
+            );
         }
         if on {
             let zero: libc::c_int = 0;
