@@ -16,11 +16,13 @@ ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim
 
 # ---------------------------------------------------------------- build
 FROM ${RUST_IMAGE} AS build
-# etcd-client compiles etcd's .proto files: protoc and the well-known types.
-RUN if ! command -v protoc >/dev/null || [ ! -e /usr/include/google/protobuf/timestamp.proto ]; then \
+# etcd-client compiles etcd's .proto files: protoc and the well-known types;
+# build.rs compiles the kernel fast path's BPF program: clang and libbpf's headers.
+RUN if ! command -v protoc >/dev/null || [ ! -e /usr/include/google/protobuf/timestamp.proto ] \
+        || ! command -v clang >/dev/null || [ ! -e /usr/include/bpf/bpf_helpers.h ]; then \
         apt-get update \
         && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-            protobuf-compiler libprotobuf-dev pkg-config \
+            protobuf-compiler libprotobuf-dev pkg-config clang libbpf-dev linux-libc-dev \
         && apt-get clean && rm -rf /var/lib/apt/lists/*; \
     fi
 WORKDIR /src

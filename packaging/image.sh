@@ -168,7 +168,8 @@ fn_base_image() {
     log "base image: $BASE_TAG"
 }
 
-# The build stage's base: the rootfs, a C toolchain, protobuf, this machine's Rust.
+# The build stage's base: the rootfs, a C toolchain, protobuf, clang and libbpf's
+# headers (the BPF program), this machine's Rust.
 fn_rust_image() {
     local tag sysroot cargo d e envs=()
     tag=$(rust_tag)
@@ -184,6 +185,7 @@ fn_rust_image() {
     trap 'buildah rm "$ctr" >/dev/null 2>&1 || true' EXIT
     buildah run "$ctr" -- sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends gcc libc6-dev pkg-config protobuf-compiler libprotobuf-dev ca-certificates \
+        clang libbpf-dev linux-libc-dev \
         >/dev/null && rm -rf /var/lib/apt/lists/*'
     # The toolchain as rustup installed it, without its docs.
     for d in bin lib libexec etc; do
