@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: direct veth / Linux bridge / tc redirect / guardwire / OVS netdev /
-# guardwire polling (spin_us) / guardwire with inspection off / guardwire with large ring slots.
-# Usage: bench/run.sh [--rounds N] [--duration S] [--modes a,b,c,d,e,f,g,h] [--quick]
+# Side-by-side benchmark: direct veth / Linux bridge / tc redirect / guardwire (fast path on) /
+# OVS netdev / guardwire polling / inspection off / large ring slots / fast path off / before it.
+# Usage: bench/run.sh [--rounds N] [--duration S] [--modes a,b,c,d,e,f,g,h,i,j] [--base-bin PATH] [--quick]
 # Needs root. Everything runs in network namespaces named gwb-*, removed on exit.
+# Modes (f) (g) (h) (i) run guardwire with the fast path off, so every frame crosses it;
+# (j) runs the binary --base-bin names (an earlier build) with its own defaults.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,13 +16,16 @@ GW_SOCK=$GW_SOCK_DIR/guardwire.sock
 
 ROUNDS=3
 DURATION=5
-MODES=a,b,c,d,e,f,g,h
+MODES=a,b,c,d,e,f,g,h,i
+BASE_BIN=""            # mode (j): an earlier guardwire build
+MANY_FLOWS=1000        # the many-flows case: short TCP flows at once
+MANY_FLOW_BYTES=16384  # ... each sending this much
 GW_POLL_SPIN_US=2000   # mode (f): [datapath] spin_us
 GW_BIG_SLOT=69632      # mode (h): [datapath] slot_bytes, every frame in the ring
 TRAFGEN_CPUS=${GWB_TRAFGEN_CPUS:-1}
 
 usage() {
-    sed -n '2,5p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -32,6 +37,8 @@ while [ $# -gt 0 ]; do
         --duration=*) DURATION=${1#*=}; shift ;;
         --modes) MODES=${2:?}; shift 2 ;;
         --modes=*) MODES=${1#*=}; shift ;;
+        --base-bin) BASE_BIN=${2:?}; shift 2 ;;
+        --base-bin=*) BASE_BIN=${1#*=}; shift ;;
         --quick) ROUNDS=1; DURATION=2; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
@@ -43,9 +50,10 @@ done
 MODE_LIST=()
 IFS=, read -r -a _m <<<"$MODES"
 for m in "${_m[@]}"; do
-    case $m in a|b|c|d|e|f|g|h) ;; "") continue ;; *) echo "unknown mode: $m (a..h)" >&2; exit 2 ;; esac
+    case $m in a|b|c|d|e|f|g|h|i|j) ;; "") continue ;; *) echo "unknown mode: $m (a..j)" >&2; exit 2 ;; esac
 done
-for m in a b c d e f g h; do   # canonical order, no duplicates
+[ -n "$BASE_BIN" ] && case ",$MODES," in *,j,*) ;; *) MODES=$MODES,j ;; esac
+for m in a b c d e f g h i j; do   # canonical order, no duplicates
     case ",$MODES," in *",$m,"*) MODE_LIST+=("$m") ;; esac
 done
 [ ${#MODE_LIST[@]} -gt 0 ] || { echo "no modes" >&2; exit 2; }
@@ -208,13 +216,14 @@ mode_c_down() {
 
 declare -A GW_STARTS=()   # mode -> guardwire starts so far
 GW_TAG=""                 # log name of the running instance: MODE.rN
-# gw_up MODE [SPIN_US] [INSPECT] [SLOT_BYTES]: start guardwire for MODE (d: default
-# config with 1000 firewall rules; f: with spin_us; g: INSPECT=off, validation and
-# switching only; h: ring slots of SLOT_BYTES).
+# gw_up MODE [SPIN_US] [INSPECT] [SLOT_BYTES] [FAST] [BIN]: start guardwire for MODE (d:
+# default config with 1000 firewall rules; f: with spin_us; g: INSPECT=off, validation and
+# switching only; h: ring slots of SLOT_BYTES; FAST=off: every frame through guardwire;
+# BIN: another binary, run with its own defaults).
 gw_up() {
-    local m=$1 spin=${2:-} inspect=${3:-on} slot=${4:-} i
-    if [ ! -x "$GW_BIN" ]; then
-        DISABLED[$m]="binary $GW_BIN not found (build it first)"
+    local m=$1 spin=${2:-} inspect=${3:-on} slot=${4:-} fast=${5:-on} bin=${6:-$GW_BIN} i
+    if [ ! -x "$bin" ]; then
+        DISABLED[$m]="binary $bin not found (build it first)"
         return 1
     fi
     GW_STARTS[$m]=$(( ${GW_STARTS[$m]:-0} + 1 ))
@@ -244,6 +253,7 @@ workers = 1
 ${spin:+spin_us = $spin}
 ${slot:+slot_bytes = $slot}
 ${slot:+ring_frames = 120}
+$([ "$fast" = off ] && echo "fast_path = false")
 [inspect]
 $inspect_cfg
 [[workload]]
@@ -252,14 +262,14 @@ kind = "pod"
 workload_port = "wp0"
 uplink_port = "up0"
 EOF
-    if ! "$GW_BIN" check --config "$cfg" >"$LOGS/guardwire-check-$m.log" 2>&1; then
+    if ! "$bin" check --config "$cfg" >"$LOGS/guardwire-check-$m.log" 2>&1; then
         log "guardwire check rejected the config: $(head -c 300 "$LOGS/guardwire-check-$m.log")"
         DISABLED[$m]="guardwire check rejected the config"
         return 1
     fi
     mkdir -p "$GW_SOCK_DIR"
     rm -f "$GW_SOCK"
-    ip netns exec "$NS_SEC" env NO_COLOR=1 "$GW_BIN" run --config "$cfg" >"$log" 2>&1 &
+    ip netns exec "$NS_SEC" env NO_COLOR=1 "$bin" run --config "$cfg" >"$log" 2>&1 &
     GW_PID=$!
     for i in $(seq 100); do
         [ -e "$GW_SOCK" ] && break
@@ -297,12 +307,19 @@ gw_down() {
 }
 mode_d_up() { gw_up d; }
 mode_d_down() { gw_down; }
-mode_f_up() { gw_up f "$GW_POLL_SPIN_US"; }
+mode_f_up() { gw_up f "$GW_POLL_SPIN_US" on "" off; }
 mode_f_down() { gw_down; }
-mode_g_up() { gw_up g "" off; }
+mode_g_up() { gw_up g "" off "" off; }
 mode_g_down() { gw_down; }
-mode_h_up() { gw_up h "" on "$GW_BIG_SLOT"; }
+mode_h_up() { gw_up h "" on "$GW_BIG_SLOT" off; }
 mode_h_down() { gw_down; }
+mode_i_up() { gw_up i "" on "" off; }
+mode_i_down() { gw_down; }
+mode_j_up() {
+    [ -n "$BASE_BIN" ] || { DISABLED[j]="no --base-bin given"; return 1; }
+    gw_up j "" on "" on "$BASE_BIN"
+}
+mode_j_down() { gw_down; }
 
 OVS_ROUND=0
 mode_e_up() {
@@ -476,6 +493,27 @@ EOF
     log "  60B: rx ${pps_rx} kpps, tx ${pps_tx} kpps${cpu:+, guardwire $cpu cores}"
 }
 
+# run_many_flows PODNS PEERNS TAG: MANY_FLOWS short TCP flows at once (each sends
+# MANY_FLOW_BYTES and reads a 2-byte answer), three times; adds flows_per_s= (the median).
+run_many_flows() {
+    local pod=$1 peer=$2 tag=$3 out=$LOGS/$3.flows.txt spid i res rates=()
+    ip netns exec "$peer" python3 "$HELPER" flows-server $PEER_IP 5301 60 >"$out.server" 2>&1 &
+    spid=$!
+    BG_PIDS+=("$spid")
+    if ! wait_listen "$peer" 5301; then log "  flows server did not start"; kill_pid "$spid"; return 1; fi
+    for i in 1 2 3; do
+        res=$(nsx "$pod" timeout 60 python3 "$HELPER" flows-client $PEER_IP 5301 \
+            "$MANY_FLOWS" "$MANY_FLOW_BYTES" 2>>"$out") || { log "  flows client failed"; kill_pid "$spid"; return 1; }
+        echo "$res" >>"$out"
+        rates+=("$(sed -n 's/.*flows_per_s=\([0-9.]*\).*/\1/p' <<<"$res")")
+        sleep 0.5
+    done
+    kill_pid "$spid"
+    res=$(printf '%s\n' "${rates[@]}" | sort -n | sed -n 2p)
+    KV+=("flows_per_s=$res")
+    log "  $MANY_FLOWS short TCP flows: ${rates[*]} flows/s"
+}
+
 run_ping() {   # run_ping PODNS TAG
     local pod=$1 tag=$2 out=$LOGS/$2.ping.txt res
     nsx "$pod" timeout 60 ping -n -c 1000 -i 0.002 -W 1 $PEER_IP >"$out" 2>&1
@@ -544,6 +582,8 @@ run_mode() {   # run_mode MODE ROUND
         run_iperf "$pod" "$peer" 1 tcp1 "$tag" || err+=("iperf x1 failed")
         sleep 0.5
         run_iperf "$pod" "$peer" 4 tcp4 "$tag" || err+=("iperf x4 failed")
+        sleep 0.5
+        run_many_flows "$pod" "$peer" "$tag" || err+=("many flows failed")
     fi
     if [ -n "$GW_PID" ] && ! kill -0 "$GW_PID" 2>/dev/null; then
         err+=("guardwire died during the tests")
@@ -557,7 +597,7 @@ run_mode() {   # run_mode MODE ROUND
 # ---------------------------------------------------------------- main
 log "work dir $WORK; rounds $ROUNDS, duration ${DURATION}s, modes $MODES"
 GW_INFO=""
-case ",$MODES," in *,d,*|*,f,*|*,g,*|*,h,*)
+case ",$MODES," in *,d,*|*,f,*|*,g,*|*,h,*|*,i,*)
     if [ -x "$GW_BIN" ]; then
         # Run a snapshot: a rebuild during the run must not change what is measured.
         GW_INFO="$GW_BIN built $(stat -c '%y' "$GW_BIN" | cut -d. -f1), sha256 $(sha256sum "$GW_BIN" | cut -c1-12)"
@@ -565,7 +605,7 @@ case ",$MODES," in *,d,*|*,f,*|*,g,*|*,h,*)
         cp "$GW_BIN" "$WORK/guardwire" && GW_BIN=$WORK/guardwire
         log "guardwire: $GW_INFO"
     else
-        for m in d f g h; do
+        for m in d f g h i; do
             case ",$MODES," in *",$m,"*)
                 DISABLED[$m]="binary $GW_BIN not found (build it first)"; log "mode ($m): ${DISABLED[$m]}" ;;
             esac
@@ -578,6 +618,16 @@ busy=$({ for p in iperf3 trafgen guardwire ovs-vswitchd cargo rustc; do pgrep -a
 if [ -n "$busy" ]; then
     log "warning: other traffic tools are running; figures will be noisy:"
     printf '%s\n' "$busy" | sed 's/^/    /' >&3
+fi
+BASE_INFO=""
+if [ -n "$BASE_BIN" ]; then
+    if [ -x "$BASE_BIN" ]; then
+        BASE_INFO="$BASE_BIN built $(stat -c '%y' "$BASE_BIN" | cut -d. -f1), sha256 $(sha256sum "$BASE_BIN" | cut -c1-12)"
+        cp "$BASE_BIN" "$WORK/guardwire-base" && BASE_BIN=$WORK/guardwire-base
+        log "mode (j): $BASE_INFO"
+    else
+        DISABLED[j]="--base-bin $BASE_BIN is not an executable"
+    fi
 fi
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 setup_topology || { log "topology setup failed"; exit 1; }
@@ -597,7 +647,7 @@ python3 "$HELPER" report "$RAW" "$OUT.md" "$OUT.json" \
     "date=$(date '+%Y-%m-%d %H:%M %Z')" "kernel=$(uname -r)" "nproc=$(nproc)" \
     "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
     "rounds=$ROUNDS" "duration=$DURATION" "modes=$MODES" "trafgen_cpus=$TRAFGEN_CPUS" \
-    "gw_poll_spin_us=$GW_POLL_SPIN_US" \
+    "gw_poll_spin_us=$GW_POLL_SPIN_US" "base_bin=$BASE_INFO" \
     "guardwire=$GW_INFO" "note=$note" "logs=$LOGS" \
     "loadavg=start $LOAD_START, end $(cut -d' ' -f1-3 /proc/loadavg)${busy:+; other traffic tools were running at start}"
 echo

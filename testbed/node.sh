@@ -2,9 +2,12 @@
 # guardwire test bed: one "node" built from network namespaces.
 #
 #   node.sh up   PREFIX [--pods N] [--vm] [--forwarder guardwire|bridge|none] [--workers N] [--live]
+#                       [--fast-path on|off]
 #                       [--mgmt-ns NS] [--mgmt-net A.B.C] [--config-extra FILE] [--api-allow CIDR]...
 #                       [--admin-token-file F] [--viewer-token-file F]
 #
+# --fast-path off: guardwire carries every frame itself ([datapath] fast_path = false), for
+# tests of its own path.
 # --live: leave the workloads where CNI and the hypervisor put them and start
 # guardwire with no workload: `guardwire attach` steers them in afterwards.
 # --mgmt-ns NS: the management end of the management link goes into the
@@ -55,6 +58,7 @@ STATE=""
 usage() {
     cat >&2 <<'EOF'
 usage: node.sh up   PREFIX [--pods N] [--vm] [--forwarder guardwire|bridge|none] [--workers N] [--live]
+                           [--fast-path on|off]
                            [--log-ring N] [--mgmt-ns NS] [--mgmt-net A.B.C] [--config-extra FILE]
                            [--api-allow CIDR]... [--admin-token-file F] [--viewer-token-file F]
        node.sh down PREFIX
@@ -314,6 +318,7 @@ write_gw_config() {
         printf '[node]\nname = "%s"\ncontrol_socket = "%s"\nstate_dir = "%s"\nhost_netns = "%s"\n\n' \
             "$PREFIX" "$STATE/guardwire.sock" "$STATE" "/var/run/netns/$NS_HOST"
         printf '[datapath]\nworkers = %s\n' "$workers"
+        if [[ $FAST_PATH == off ]]; then printf 'fast_path = false\n'; fi
         printf '[inspect]\nlog_ring = %s\n' "$log_ring"
         printf '[api]\nlisten = "%s:%s"\nallow_from = [%s]\n' "$API_IP" "$API_PORT" "$allow"
         if [[ -n $ADMIN_TOKEN_FILE ]]; then printf 'admin_token_file = "%s"\n' "$ADMIN_TOKEN_FILE"; fi
@@ -431,7 +436,7 @@ cmd_up() {
     local npods=2 vm=0 forwarder=guardwire workers=2 live=0 log_ring=10000 i w hostif mgmt_net=""
     set_prefix "${1:-}"
     shift
-    API_ALLOW=() CONFIG_EXTRA="" ADMIN_TOKEN_FILE="" VIEWER_TOKEN_FILE=""
+    API_ALLOW=() CONFIG_EXTRA="" ADMIN_TOKEN_FILE="" VIEWER_TOKEN_FILE="" FAST_PATH=on
     while [[ $# -gt 0 ]]; do
         case $1 in
         --mgmt-ns) MGMT_NS=${2:-}; shift 2 || usage ;;
@@ -446,12 +451,14 @@ cmd_up() {
         --workers) workers=${2:-}; shift 2 || usage ;;
         --live) live=1; shift ;;
         --log-ring) log_ring=${2:-}; shift 2 || usage ;;
+        --fast-path) FAST_PATH=${2:-}; shift 2 || usage ;;
         *) usage ;;
         esac
     done
     if ! [[ $npods =~ ^[0-9]+$ ]] || ((npods > MAX_PODS)); then die "--pods must be 0..$MAX_PODS"; fi
     [[ $workers =~ ^[1-9][0-9]*$ ]] || die "--workers must be a positive integer"
     case $forwarder in guardwire | bridge | none) ;; *) die "--forwarder must be guardwire, bridge or none" ;; esac
+    case $FAST_PATH in on | off) ;; *) die "--fast-path must be on or off" ;; esac
     ((npods + vm > 0)) || die "nothing to build: --pods 0 and no --vm"
     if [[ -n $mgmt_net ]]; then
         local o1 o2 o3

@@ -126,7 +126,8 @@ fn vlan_tag_survives_the_crossing() {
 
 #[test]
 fn file_over_tcp_arrives_identical_as_super_frames() {
-    let n = Node::up("tfw4", &["--pods", "1"]);
+    // The ring's copy way is guardwire's own path: the kernel fast path stays off.
+    let n = Node::up("tfw4", &["--pods", "1", "--fast-path", "off"]);
     let peer: std::net::Ipv4Addr = n.var("PEER_IP").parse().unwrap();
     let peer_ns = n.var("NS_PEER").to_string();
     let listener =

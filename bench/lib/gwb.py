@@ -7,7 +7,11 @@ Subcommands
   rate V0 V1 T0 T1 [SCALE]   (V1-V0)/(T1-T0)/SCALE, printed with 4 decimals
   record FILE MODE ROUND k=v...   append one JSON line (v: number, null or string)
   report RAW OUTMD OUTJSON k=v... medians, ratios, targets; writes md+json, prints md
+  flows-server IP PORT SECS  accept TCP flows for SECS s: read each to its end, answer "ok"
+  flows-client IP PORT N BYTES   N flows at once, each sends BYTES and reads the answer
+                             -> "flows_per_s=.. flows_failed=.."
 """
+import asyncio
 import json
 import math
 import statistics
@@ -22,8 +26,12 @@ MODES = {
     "f": "guardwire, polling",
     "g": "guardwire, inspection off",
     "h": "guardwire, large ring slots",
+    "i": "guardwire, fast path off",
+    "j": "guardwire before the fast path",
 }
-GW_MODES = ("d", "f", "g", "h")  # modes that run guardwire: CPU figures and target checks
+GW_MODES = ("d", "f", "g", "h", "i", "j")  # modes that run guardwire: CPU figures and targets
+# Modes where guardwire carries every frame itself: the userspace path's targets.
+GW_PATH_MODES = ("f", "g", "h", "i", "j")
 
 # key, label, unit/format, better ("hi"/"lo"/None)
 FIGURES = [
@@ -33,9 +41,11 @@ FIGURES = [
     ("tcp4_retr", "TCP x4 retransmits", "{:.0f}", "lo"),
     ("pps_rx_k", "60 B received kpps", "{:.0f}", "hi"),
     ("pps_tx_k", "60 B sent kpps", "{:.0f}", None),
+    ("loss_60b_pct", "60 B lost %", "{:.1f}", "lo"),
     ("rtt_avg_us", "RTT avg us", "{:.0f}", "lo"),
     ("rtt_p99_us", "RTT p99 us", "{:.0f}", "lo"),
     ("ping_loss_pct", "ping loss %", "{:.1f}", "lo"),
+    ("flows_per_s", "1000 short TCP flows: flows/s", "{:.0f}", "hi"),
     ("gw_cpu_60b", "guardwire cores, 60 B", "{:.2f}", "lo"),
     ("gw_cpu_tcp1", "guardwire cores, TCP x1", "{:.2f}", "lo"),
     ("gw_cpu_ping", "guardwire cores, ping every 2 ms", "{:.3f}", "lo"),
@@ -194,6 +204,30 @@ def target_checks(d, ref_c, ref_e):
     return checks
 
 
+def fast_checks(d, ref_c):
+    """The kernel fast path's targets for mode (d) (fast path on), against (c)."""
+    checks = []
+
+    def chk(name, ok, detail):
+        res = "n/a" if ok is None else ("PASS" if ok else "FAIL")
+        checks.append({"check": name, "result": res, "detail": detail})
+
+    for k, f, name in (("tcp1_gbps", 0.95, "TCP x1 >= 0.95x (c)"),
+                       ("tcp4_gbps", 0.90, "TCP x4 >= 0.90x (c)"),
+                       ("pps_rx_k", 0.90, "60 B received >= 0.90x (c)")):
+        a, b = d.get(k), ref_c.get(k)
+        r = ratio(a, b)
+        chk(name, None if r is None else r >= f,
+            f"{fmt(a, '{:.2f}')} vs {fmt(b, '{:.2f}')}" + (f" = {r:.2f}x" if r is not None else ""))
+    a, b = d.get("loss_60b_pct"), ref_c.get("loss_60b_pct")
+    chk("60 B loss <= (c) + 5 points", None if a is None or b is None else a <= b + 5,
+        f"{fmt(a, '{:.1f}')} vs {fmt(b, '{:.1f}')} %")
+    a, b = d.get("rtt_avg_us"), ref_c.get("rtt_avg_us")
+    chk("RTT avg <= (c) + 10 us", None if a is None or b is None else a <= b + 10,
+        f"{fmt(a, '{:.0f}')} vs {fmt(b, '{:.0f}')} us")
+    return checks
+
+
 def cmd_report(raw, out_md, out_json, kvs):
     meta = {}
     for kv in kvs:
@@ -217,6 +251,10 @@ def cmd_report(raw, out_md, out_json, kvs):
         nvals[m] = {}
         errs = [r.get("error") for r in recs if r.get("error")]
         status[m] = "; ".join(sorted(set(str(e) for e in errs))) if errs else ""
+        for r in recs:
+            tx, rx = r.get("pps_tx_k"), r.get("pps_rx_k")
+            if isinstance(tx, (int, float)) and isinstance(rx, (int, float)) and tx > 0:
+                r["loss_60b_pct"] = max(0.0, (tx - rx) / tx * 100)
         for key, *_ in FIGURES:
             vals = [r[key] for r in recs if isinstance(r.get(key), (int, float))]
             med[m][key] = statistics.median(vals) if vals else None
@@ -294,11 +332,16 @@ def cmd_report(raw, out_md, out_json, kvs):
         lines.append("")
     for m in gw_run:
         spin = meta.get("gw_poll_spin_us")
-        what = {"d": "default config, inspection on with 1000 rules",
+        what = {"d": "default config (fast path on), inspection on with 1000 rules",
                 "f": f"polling, `spin_us = {spin}`" if spin else "polling",
                 "g": "inspection off",
-                "h": "ring slots of 68 KiB (every frame in the ring)"}[m]
-        mchecks = target_checks(med[m], ref_c, ref_e)
+                "h": "ring slots of 68 KiB (every frame in the ring)",
+                "i": "fast path off, inspection on with 1000 rules",
+                "j": f"the binary before the fast path ({meta.get('base_bin', '?')})"}[m]
+        if m in GW_PATH_MODES:
+            mchecks = target_checks(med[m], ref_c, ref_e)
+        else:
+            mchecks = fast_checks(med[m], ref_c)
         checks += [{"mode": m, **c} for c in mchecks]
         lines.append(f"### ({m}) guardwire, {what}")
         lines.append("")
@@ -308,34 +351,72 @@ def cmd_report(raw, out_md, out_json, kvs):
             lines.append(f"| {c['check']} | {c['result']} | {c['detail']} |")
         lines.append("")
 
-    if "d" in med and "g" in med:
-        # The cost of inspection: the full pipeline (d) against the same build
-        # with inspection off (g), measured in the same run.
-        lines.append("## inspection cost: (d) full pipeline vs (g) inspection off")
+    if "d" in med and "i" in med:
+        # The fast path on (d) against off (i), same build, same run: what the
+        # kernel path gains, and what installing and expiring entries costs
+        # the first packets of many short flows.
+        lines.append("## fast path: (d) on vs (i) off")
         lines.append("")
-        lines.append("| figure | (d) | (g) | (d)/(g) | target >= 0.90 |")
+        lines.append("| figure | (d) | (i) | (d)/(i) |")
+        lines.append("|---|---|---|---|")
+        for key, label, f_, better in FIGURES:
+            r = ratio(med["d"].get(key), med["i"].get(key))
+            lines.append(f"| {label} | {fmt(med['d'].get(key), f_)} | {fmt(med['i'].get(key), f_)} "
+                         f"| {fmt(r, '{:.2f}x')} |")
+        lines.append("")
+        r = ratio(med["d"].get("flows_per_s"), med["i"].get("flows_per_s"))
+        res = "n/a" if r is None else ("PASS" if r >= 0.90 else "FAIL")
+        checks.append({"mode": "d/i", "check": "first packets: short flows/s (d) >= 0.90x (i)",
+                       "result": res, "detail": fmt(r, "{:.2f}x")})
+        lines.append(f"First-packet path, 1000 short TCP flows at once: (d)/(i) = {fmt(r, '{:.2f}x')} "
+                     f"({res}, target >= 0.90x: no slower within the noise).")
+        lines.append("")
+
+    if "i" in med and "j" in med:
+        # With the fast path off, this build against the one before it.
+        lines.append("## fast path off: (i) this build vs (j) before the fast path")
+        lines.append("")
+        lines.append("| figure | (i) | (j) | (i)/(j) | target >= 0.95 |")
+        lines.append("|---|---|---|---|---|")
+        for key, label, f_, better in FIGURES:
+            if key not in ("tcp1_gbps", "tcp4_gbps", "pps_rx_k", "flows_per_s"):
+                continue
+            r = ratio(med["i"].get(key), med["j"].get(key))
+            res = "n/a" if r is None else ("PASS" if r >= 0.95 else "FAIL")
+            checks.append({"mode": "i/j", "check": f"{label} (i) >= 0.95x (j)", "result": res,
+                           "detail": fmt(r, "{:.2f}x")})
+            lines.append(f"| {label} | {fmt(med['i'].get(key), f_)} | {fmt(med['j'].get(key), f_)} "
+                         f"| {fmt(r, '{:.2f}x')} | {res} |")
+        lines.append("")
+
+    if "i" in med and "g" in med:
+        # The cost of inspection: the full pipeline (i) against the same build
+        # with inspection off (g), both with every frame through guardwire.
+        lines.append("## inspection cost: (i) full pipeline vs (g) inspection off (fast path off)")
+        lines.append("")
+        lines.append("| figure | (i) | (g) | (i)/(g) | target >= 0.90 |")
         lines.append("|---|---|---|---|---|")
         for key, label, f_, better in FIGURES:
             if key not in ("tcp1_gbps", "tcp4_gbps", "pps_rx_k"):
                 continue
-            r = ratio(med["d"].get(key), med["g"].get(key))
+            r = ratio(med["i"].get(key), med["g"].get(key))
             res = "n/a" if r is None else ("PASS" if r >= 0.90 else "FAIL")
-            checks.append({"mode": "d/g", "check": f"{label} (d) >= 0.90x (g)", "result": res,
+            checks.append({"mode": "i/g", "check": f"{label} (i) >= 0.90x (g)", "result": res,
                            "detail": fmt(r, "{:.2f}x")})
-            lines.append(f"| {label} | {fmt(med['d'].get(key), f_)} | {fmt(med['g'].get(key), f_)} "
+            lines.append(f"| {label} | {fmt(med['i'].get(key), f_)} | {fmt(med['g'].get(key), f_)} "
                          f"| {fmt(r, '{:.2f}x')} | {res} |")
         lines.append("")
 
-    if "d" in med and "h" in med:
-        # Small ring slots with the copy way for big frames (d, the default)
+    if "i" in med and "h" in med:
+        # Small ring slots with the copy way for big frames (i, the default)
         # against large slots that hold every frame (h), in the same run.
-        lines.append("## ring slots: (d) 2 KiB + copy way vs (h) 68 KiB")
+        lines.append("## ring slots: (i) 2 KiB + copy way vs (h) 68 KiB (fast path off)")
         lines.append("")
-        lines.append("| figure | (d) | (h) | (d)/(h) |")
+        lines.append("| figure | (i) | (h) | (i)/(h) |")
         lines.append("|---|---|---|---|")
         for key, label, f_, better in FIGURES:
-            r = ratio(med["d"].get(key), med["h"].get(key))
-            lines.append(f"| {label} | {fmt(med['d'].get(key), f_)} | {fmt(med['h'].get(key), f_)} "
+            r = ratio(med["i"].get(key), med["h"].get(key))
+            lines.append(f"| {label} | {fmt(med['i'].get(key), f_)} | {fmt(med['h'].get(key), f_)} "
                          f"| {fmt(r, '{:.2f}x')} |")
         lines.append("")
 
@@ -347,6 +428,52 @@ def cmd_report(raw, out_md, out_json, kvs):
                    "samples": nvals, "targets": checks, "rounds": rounds}, f, indent=1)
         f.write("\n")
     sys.stdout.write(text)
+
+
+def cmd_flows_server(ip, port, secs):
+    async def handle(r, w):
+        try:
+            while await r.read(65536):
+                pass
+            w.write(b"ok")
+            await w.drain()
+        except OSError:
+            pass
+        finally:
+            w.close()
+
+    async def run():
+        srv = await asyncio.start_server(handle, ip, int(port), backlog=4096)
+        async with srv:
+            await asyncio.sleep(float(secs))
+
+    asyncio.run(run())
+
+
+def cmd_flows_client(ip, port, n, nbytes):
+    n, nbytes = int(n), int(nbytes)
+    payload = b"x" * nbytes
+
+    async def one():
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(ip, int(port)), 10)
+            w.write(payload)
+            await w.drain()
+            w.write_eof()
+            ok = await asyncio.wait_for(r.read(2), 10) == b"ok"
+            w.close()
+            return ok
+        except (OSError, asyncio.TimeoutError):
+            return False
+
+    async def run():
+        t0 = asyncio.get_running_loop().time()
+        res = await asyncio.gather(*(one() for _ in range(n)))
+        return res, asyncio.get_running_loop().time() - t0
+
+    res, dt = asyncio.run(run())
+    done = sum(res)
+    print(f"flows_per_s={done / dt:.1f} flows_failed={n - done}")
 
 
 def main(argv):
@@ -363,6 +490,10 @@ def main(argv):
         cmd_record(args[0], args[1], args[2], args[3:])
     elif cmd == "report" and len(args) >= 3:
         cmd_report(args[0], args[1], args[2], args[3:])
+    elif cmd == "flows-server" and len(args) == 3:
+        cmd_flows_server(*args)
+    elif cmd == "flows-client" and len(args) == 4:
+        cmd_flows_client(*args)
     else:
         die(__doc__)
 

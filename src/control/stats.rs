@@ -13,7 +13,7 @@ pub fn render(s: &StatsSnapshot) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<10} {:<15} {:<8} {:>12} {:>14} {:>9} {:>12} {:>14} {:>8} {:>6}",
+        "{:<10} {:<15} {:<8} {:>12} {:>14} {:>9} {:>12} {:>14} {:>8} {:>6} {:>12}",
         "workload",
         "port",
         "role",
@@ -23,7 +23,8 @@ pub fn render(s: &StatsSnapshot) -> String {
         "tx_frames",
         "tx_bytes",
         "k_drops",
-        "vlan"
+        "vlan",
+        "kernel_fwd"
     );
     for p in &s.ports {
         let c = &p.counters;
@@ -33,7 +34,7 @@ pub fn render(s: &StatsSnapshot) -> String {
         };
         let _ = writeln!(
             o,
-            "{:<10} {:<15} {:<8} {:>12} {:>14} {:>9} {:>12} {:>14} {:>8} {:>6}",
+            "{:<10} {:<15} {:<8} {:>12} {:>14} {:>9} {:>12} {:>14} {:>8} {:>6} {:>12}",
             p.workload,
             p.port,
             role,
@@ -43,7 +44,8 @@ pub fn render(s: &StatsSnapshot) -> String {
             c.tx_frames,
             c.tx_bytes,
             c.kernel_drops,
-            c.rx_vlan
+            c.rx_vlan,
+            c.fast_rx_frames
         );
     }
     let list = |m: &std::collections::BTreeMap<String, u64>| {

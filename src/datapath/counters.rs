@@ -50,6 +50,17 @@ pub struct PortCountersSnapshot {
     pub ring_truncated: u64,
     #[serde(default)]
     pub ring_copied: u64,
+    /// Frames that arrived here and the kernel fast path forwarded (a GSO
+    /// super-frame once), and their bytes; guardwire's `rx_*` leave them out.
+    #[serde(default)]
+    pub fast_rx_frames: u64,
+    #[serde(default)]
+    pub fast_rx_bytes: u64,
+    /// Frames the kernel fast path forwarded out of here, and their bytes.
+    #[serde(default)]
+    pub fast_tx_frames: u64,
+    #[serde(default)]
+    pub fast_tx_bytes: u64,
     /// Frames received here that guardwire dropped, by reason (reasons with
     /// none left out).
     #[serde(default)]
@@ -71,6 +82,10 @@ impl PortCounters {
             kernel_drops: r(&self.kernel_drops),
             ring_truncated: r(&self.ring_truncated),
             ring_copied: r(&self.ring_copied),
+            fast_rx_frames: 0,
+            fast_rx_bytes: 0,
+            fast_tx_frames: 0,
+            fast_tx_bytes: 0,
             drops: DropReason::ALL
                 .iter()
                 .map(|d| (d.name().to_string(), r(&self.drops[*d as usize])))

@@ -592,12 +592,21 @@ impl Datapath {
         let fwd = self.shared.fwd.load();
         let ports = fwd
             .workload_ports()
-            .map(|(info, role, p, slot)| PortStats {
-                port: slot.port.name().to_string(),
-                workload: info.name.clone(),
-                role,
-                worker: self.owner.get(&p).copied().unwrap_or(0),
-                counters: slot.counters.snapshot(),
+            .map(|(info, role, p, slot)| {
+                let mut counters = slot.counters.snapshot();
+                if let Some(k) = self.shared.fast.get().and_then(|f| f.port(p)) {
+                    counters.fast_rx_frames = k.rx_frames;
+                    counters.fast_rx_bytes = k.rx_bytes;
+                    counters.fast_tx_frames = k.tx_frames;
+                    counters.fast_tx_bytes = k.tx_bytes;
+                }
+                PortStats {
+                    port: slot.port.name().to_string(),
+                    workload: info.name.clone(),
+                    role,
+                    worker: self.owner.get(&p).copied().unwrap_or(0),
+                    counters,
+                }
             })
             .collect();
         let c = &self.shared.counters;

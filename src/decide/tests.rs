@@ -23,6 +23,8 @@ struct Bed {
     macs: MacTable,
     pipeline: Pipeline,
     inspector: Inspector,
+    /// The fast path's epoch, when the stage may offer flows to it.
+    fast: Option<u64>,
 }
 
 /// A pod of that name, MAC and address, in `mode`, failing open.
@@ -62,6 +64,7 @@ impl Bed {
             pipeline: Pipeline::new(MalformedPolicy::Drop)
                 .with_rules(Arc::new(RuleSet::parse(rules, "t").unwrap())),
             inspector: Inspector::new(4096, Timeouts::default()),
+            fast: None,
         }
     }
 
@@ -76,7 +79,7 @@ impl Bed {
             inspector: &self.inspector,
             mac_limit: 2,
             now_ns: t_ns,
-            fast: None,
+            fast: self.fast,
         };
         let fr: Vec<Frame<'_>> = frames
             .iter()
@@ -297,4 +300,141 @@ fn a_super_frame_counts_as_its_segments() {
     assert_eq!(s.bytes, 10 * (1448 + 54));
     let plain = Frame::new(&f, VnetHdr::default(), None);
     assert_eq!(real_size(&plain, &ip).packets, 1);
+}
+
+/// A UDP datagram between those MACs and addresses, from `sport` to `dport`.
+fn udp(src: (Mac, [u8; 4]), dst: (Mac, [u8; 4]), sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(src.0, dst.0)
+        .ipv4(src.1, dst.1, 64)
+        .udp(sport, dport)
+        .write(&mut f, b"payload")
+        .unwrap();
+    f
+}
+
+fn offers(d: &Decisions) -> Vec<Offer> {
+    d.fast
+        .iter()
+        .filter_map(|op| match op {
+            FastOp::Offer(o) => Some(*o),
+            FastOp::End(_) => None,
+        })
+        .collect()
+}
+
+/// Decides `f` on `port` up to ten times; the first offer made, if any.
+fn first_offer(b: &Bed, port: PortId, f: &[u8]) -> Option<Offer> {
+    (1..=10).find_map(|t| offers(&b.decide(port, &[f.to_vec()], t)).first().copied())
+}
+
+#[test]
+fn a_settled_flow_is_offered_once_per_epoch_with_its_ports_and_macs() {
+    let mut b = Bed::new(ALLOW);
+    b.fast = Some(7);
+    let f = udp((MAC_A, [10, 0, 0, 1]), (GW, [8, 8, 8, 8]), 40000, 5000);
+    let o = first_offer(&b, A_WL, &f).expect("a settled UDP flow is offered");
+    assert_eq!(
+        (o.in_port, o.out_port, o.src, o.dst, o.epoch, o.peer, o.vlan),
+        (A_WL, A_UP, MAC_A, GW, 7, None, None)
+    );
+    // Once the kernel holds it (the worker marks the flow), no more offers...
+    let side = crate::pipeline::flow::Offload::side(o.lo_to_hi);
+    b.inspector.flows.with_flow_mut(&o.key, |fl| {
+        fl.offload = Some(crate::pipeline::flow::Offload {
+            epoch: 7,
+            sides: side,
+        })
+    });
+    assert!(offers(&b.decide(A_WL, std::slice::from_ref(&f), 20)).is_empty());
+    // ...until the epoch moves on (a rule push): it is judged and offered again.
+    b.fast = Some(8);
+    assert_eq!(offers(&b.decide(A_WL, std::slice::from_ref(&f), 21)).len(), 1);
+    // The answer is its own direction.
+    let back = udp((GW, [8, 8, 8, 8]), (MAC_A, [10, 0, 0, 1]), 5000, 40000);
+    let r = first_offer(&b, A_UP, &back).expect("the answer is offered");
+    assert_eq!((r.in_port, r.out_port, r.key), (A_UP, A_WL, o.key));
+    assert_ne!(r.lo_to_hi, o.lo_to_hi);
+}
+
+#[test]
+fn shaped_limited_opted_out_mirrored_or_unfast_flows_are_never_offered() {
+    let f = udp((MAC_A, [10, 0, 0, 1]), (GW, [8, 8, 8, 8]), 40000, 5000);
+    for (what, rules) in [
+        (
+            "shaped",
+            "default = \"allow\"\n[[rule]]\nproto = \"udp\"\naction = \"shape\"\nrate = \"10mbit\"\n",
+        ),
+        (
+            "limited",
+            "default = \"allow\"\n[workload.a]\nbandwidth = \"10mbit\"\n",
+        ),
+        (
+            "opted out",
+            "default = \"allow\"\n[workload.a]\nfast_path = false\n",
+        ),
+        ("denied", "default = \"deny\"\n"),
+    ] {
+        let mut b = Bed::new(rules);
+        b.fast = Some(1);
+        if what == "limited" {
+            // The control side sets the workload's limit from the rules.
+            b.inspector.set_bandwidth("a", Some(1_250_000));
+        }
+        assert_eq!(first_offer(&b, A_WL, &f), None, "a {what} flow was offered");
+    }
+    let mut b = Bed::new(ALLOW);
+    b.fast = Some(1);
+    b.workloads[0].as_mut().unwrap().mode = SteeringMode::Mirror;
+    assert_eq!(
+        first_offer(&b, A_WL, &f),
+        None,
+        "a mirrored flow was offered"
+    );
+    // No fast path on the node: nothing is offered.
+    let b = Bed::new(ALLOW);
+    assert_eq!(first_offer(&b, A_WL, &f), None);
+}
+
+#[test]
+fn east_west_is_offered_only_when_both_flows_are_settled_and_counts_for_both() {
+    let mut b = Bed::new(ALLOW);
+    b.fast = Some(1);
+    let d = b.decide(
+        B_WL,
+        &[udp((MAC_B, [10, 0, 0, 2]), (GW, [1; 4]), 40000, 53)],
+        1,
+    );
+    b.learn(&d);
+    let to_b = udp((MAC_A, [10, 0, 0, 1]), (MAC_B, [10, 0, 0, 2]), 40000, 7000);
+    let o = first_offer(&b, A_WL, &to_b).expect("east-west offered");
+    assert_eq!((o.in_port, o.out_port, o.peer), (A_WL, B_WL, Some(B)));
+    // B shapes its ingress: A's side alone does not make it the kernel's.
+    let mut b = Bed::new(
+        "default = \"allow\"\n[[rule]]\nworkload = \"b\"\ndirection = \"ingress\"\nproto = \"udp\"\naction = \"shape\"\nrate = \"10mbit\"\n",
+    );
+    b.fast = Some(1);
+    let d = b.decide(
+        B_WL,
+        &[udp((MAC_B, [10, 0, 0, 2]), (GW, [1; 4]), 40000, 53)],
+        1,
+    );
+    b.learn(&d);
+    assert_eq!(first_offer(&b, A_WL, &to_b), None);
+}
+
+#[test]
+fn a_syn_on_an_offloaded_key_takes_the_entry_back() {
+    let mut b = Bed::new(ALLOW);
+    b.fast = Some(1);
+    let syn = tcp((MAC_A, [10, 0, 0, 1]), (GW, [8, 8, 8, 8]), 80);
+    let d = b.decide(A_WL, std::slice::from_ref(&syn), 1);
+    assert!(offers(&d).is_empty(), "a SYN is never offered");
+    let key = crate::pipeline::flow::FlowKey {
+        workload: A,
+        proto: 6,
+        lo: ([8, 8, 8, 8].into(), 80),
+        hi: ([10, 0, 0, 1].into(), 40000),
+    };
+    assert_eq!(d.fast, [FastOp::End(key)], "a new SYN ends any stale entry");
 }

@@ -19,12 +19,13 @@
 // under the current epoch (`state[0]`, bumped around every rule push) and
 // guardwire's keep-alive (`state[1]`) has not lapsed; the direction was handed
 // over with this ingress port, these MAC addresses and this VLAN tag; and the
-// frame is TCP or UDP, not a fragment, with no SYN, FIN or RST. The key and
+// frame is TCP, UDP or an ICMP echo, not a fragment, with no SYN, FIN or RST. The key and
 // value layouts are mirrored in `src/fastpath/maps.rs`.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
+#include <linux/in6.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -74,11 +75,21 @@ struct {
 	__type(value, struct value);
 } flows SEC(".maps");
 
+/* One of guardwire's ports, and what the kernel forwarded in and out by it. */
+struct port {
+	__u32 slot; /* its workload's */
+	__u32 pad;
+	__u64 rx_frames;
+	__u64 rx_bytes;
+	__u64 tx_frames;
+	__u64 tx_bytes;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_PORTS);
-	__type(key, __u32);   /* ifindex */
-	__type(value, __u32); /* workload slot */
+	__type(key, __u32); /* ifindex */
+	__type(value, struct port);
 } ports SEC(".maps");
 
 /* [0] epoch in force; [1] keep-alive deadline, CLOCK_MONOTONIC ns. */
@@ -95,6 +106,7 @@ struct {
 
 struct hit {
 	struct value *v;
+	struct port *in;
 	__u32 headers; /* Ethernet + IP + L4 header bytes */
 };
 
@@ -133,8 +145,8 @@ static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 static __always_inline int lookup(struct __sk_buff *skb, struct hit *h)
 {
 	__u32 ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
-	__u32 *slot = bpf_map_lookup_elem(&ports, &ifindex);
-	if (!slot)
+	struct port *in = bpf_map_lookup_elem(&ports, &ifindex);
+	if (!in)
 		return -1;
 	__u32 i0 = 0, i1 = 1;
 	__u64 *epoch = bpf_map_lookup_elem(&state, &i0);
@@ -146,7 +158,7 @@ static __always_inline int lookup(struct __sk_buff *skb, struct hit *h)
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
 		return -1;
 	struct key k = {};
-	k.slot = *slot;
+	k.slot = in->slot;
 	__u8 src[16] = {}, dst[16] = {};
 	__u32 l4;
 	if (eth.h_proto == bpf_htons(ETH_P_IP)) {
@@ -193,6 +205,18 @@ static __always_inline int lookup(struct __sk_buff *skb, struct hit *h)
 		if (bpf_skb_load_bytes(skb, l4, ports4, 4) < 0)
 			return -1;
 		l4len = 8;
+	} else if ((k.proto == IPPROTO_ICMP && k.family == 4) ||
+		   (k.proto == IPPROTO_ICMPV6 && k.family == 6)) {
+		/* Echo request and reply only: guardwire keys them by the
+		 * identifier, at both ends. */
+		__u8 icmp[6];
+		if (bpf_skb_load_bytes(skb, l4, icmp, sizeof(icmp)) < 0)
+			return -1;
+		if (k.family == 4 ? (icmp[0] != 0 && icmp[0] != 8) : (icmp[0] != 128 && icmp[0] != 129))
+			return -1;
+		__builtin_memcpy(&ports4[0], &icmp[4], 2);
+		__builtin_memcpy(&ports4[1], &icmp[4], 2);
+		l4len = 8;
 	} else {
 		return -1;
 	}
@@ -225,6 +249,7 @@ static __always_inline int lookup(struct __sk_buff *skb, struct hit *h)
 	    (s->vlan_tci != (__u16)skb->vlan_tci || s->vlan_proto != (__u16)skb->vlan_proto))
 		return -1;
 	h->v = v;
+	h->in = in;
 	h->headers = l4 + l4len;
 	return 0;
 }
@@ -248,7 +273,15 @@ int fast_tc(struct __sk_buff *skb)
 	__sync_fetch_and_add(&h.v->packets, segs);
 	__sync_fetch_and_add(&h.v->bytes, bytes);
 	h.v->last_ns = bpf_ktime_get_ns();
-	return bpf_redirect(h.v->side.out_ifindex, 0);
+	__sync_fetch_and_add(&h.in->rx_frames, 1);
+	__sync_fetch_and_add(&h.in->rx_bytes, wire);
+	__u32 out_ifindex = h.v->side.out_ifindex;
+	struct port *out = bpf_map_lookup_elem(&ports, &out_ifindex);
+	if (out) {
+		__sync_fetch_and_add(&out->tx_frames, 1);
+		__sync_fetch_and_add(&out->tx_bytes, wire);
+	}
+	return bpf_redirect(out_ifindex, 0);
 }
 
 SEC("socket")

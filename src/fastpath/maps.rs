@@ -59,6 +59,20 @@ impl Key {
     }
 }
 
+/// `struct port`: one of guardwire's ports, and what the kernel forwarded in
+/// and out by it (a GSO super-frame is one frame, bytes as on the wire).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Port {
+    /// Its workload's slot.
+    pub slot: u32,
+    pub pad: u32,
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+}
+
 /// `struct side`: one direction handed to the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,6 +106,7 @@ pub struct Value {
 }
 
 const _: () = assert!(size_of::<Key>() == 44);
+const _: () = assert!(size_of::<Port>() == 40);
 const _: () = assert!(size_of::<Side>() == 28);
 const _: () = assert!(size_of::<Value>() == 72);
 

@@ -28,7 +28,7 @@
 
 mod maps;
 
-pub use maps::{Key, Side, Value};
+pub use maps::{Key, Port, Side, Value};
 
 use crate::decide::{FastOp, Offer};
 use crate::pipeline::Inspector;
@@ -45,6 +45,10 @@ use std::sync::{Mutex, RwLock};
 /// The object `build.rs` compiles from `fastpath.bpf.c` (empty when the build
 /// had no clang).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath.bpf.o"));
+
+/// Flow directions one workload may hand to the kernel at once: the map is
+/// shared, so one workload's flood of flows leaves room for the others'.
+pub const PER_WORKLOAD: usize = 16384;
 
 /// A keep-alive this old lets every entry lapse: the watchdog's hang limit.
 const KEEPALIVE_NS: u64 = 600_000_000;
@@ -101,6 +105,37 @@ struct Held {
     seen: Value,
 }
 
+/// The directions the kernel holds, and how many each workload holds.
+#[derive(Default)]
+struct Holds {
+    map: FxHashMap<Key, Held>,
+    per_slot: FxHashMap<u32, usize>,
+}
+
+impl Holds {
+    /// Room for one more direction of the workload in `slot`?
+    fn room(&self, slot: u32) -> bool {
+        self.per_slot.get(&slot).copied().unwrap_or(0) < PER_WORKLOAD
+    }
+
+    fn insert(&mut self, key: Key, h: Held) {
+        if self.map.insert(key, h).is_none() {
+            *self.per_slot.entry(key.slot).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Held> {
+        let h = self.map.remove(key)?;
+        if let Some(n) = self.per_slot.get_mut(&key.slot) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_slot.remove(&key.slot);
+            }
+        }
+        Some(h)
+    }
+}
+
 /// The loaded fast path.
 pub struct FastPath {
     ebpf: Mutex<aya::Ebpf>,
@@ -108,13 +143,13 @@ pub struct FastPath {
     /// Attached ports and their interface index.
     ifindex: RwLock<FxHashMap<PortId, u32>>,
     flows: Map<Key, Value>,
-    ports: Map<u32, u32>,
+    ports: Map<u32, Port>,
     state: Map<u32, u64>,
     sock_filter: RawFd,
     epoch: AtomicU64,
     /// CLOCK_MONOTONIC ns at datapath clock 0.
     mono_zero_ns: u64,
-    held: Mutex<FxHashMap<Key, Held>>,
+    held: Mutex<Holds>,
     /// What it has done.
     pub counters: FastCounters,
 }
@@ -229,8 +264,12 @@ impl FastPath {
     /// `slot`.
     pub fn attach(&self, port: PortId, name: &str, slot: usize) -> Result<(), String> {
         let ifindex = crate::port::ifindex(name).map_err(|e| format!("{name}: {e}"))? as u32;
+        let entry = Port {
+            slot: slot as u32,
+            ..Port::default()
+        };
         self.ports
-            .set(&ifindex, &(slot as u32))
+            .set(&ifindex, &entry)
             .map_err(|e| format!("{name}: fast path port map: {e}"))?;
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
         let tc: &mut SchedClassifier = ebpf
@@ -284,6 +323,11 @@ impl FastPath {
         }
     }
 
+    /// What the kernel forwarded in and out by `port`, while it is attached.
+    pub fn port(&self, port: PortId) -> Option<Port> {
+        self.ports.get(&self.ifindex_of(port)?).ok().flatten()
+    }
+
     fn ifindex_of(&self, port: PortId) -> Option<u32> {
         self.ifindex
             .read()
@@ -311,6 +355,10 @@ impl FastPath {
             pad: [0; 3],
         };
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if !held.map.contains_key(&key) && !held.room(key.slot) {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         // An entry of an earlier epoch is not forwarded by the kernel, so its
         // counters stand still while it is rewritten; they are kept.
         let mut v = match self.flows.get(&key) {
@@ -327,14 +375,22 @@ impl FastPath {
             tracing::debug!("fast path: offer refused: {e}");
             return false;
         }
-        let h = held.entry(key).or_insert(Held {
-            flow: o.key,
-            lo_to_hi: o.lo_to_hi,
-            peer: o.peer,
-            seen: v,
-        });
-        h.flow = o.key;
-        h.peer = o.peer;
+        match held.map.get_mut(&key) {
+            Some(h) => {
+                h.flow = o.key;
+                h.peer = o.peer;
+                h.seen.side = side;
+            }
+            None => held.insert(
+                key,
+                Held {
+                    flow: o.key,
+                    lo_to_hi: o.lo_to_hi,
+                    peer: o.peer,
+                    seen: v,
+                },
+            ),
+        }
         self.counters.offered.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -386,12 +442,12 @@ impl FastPath {
     pub fn sweep(&self, ins: &Inspector) {
         let keys: Vec<Key> = {
             let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            held.keys().copied().collect()
+            held.map.keys().copied().collect()
         };
         for key in keys {
             let v = self.flows.get(&key).ok().flatten();
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(h) = held.get_mut(&key) else {
+            let Some(h) = held.map.get_mut(&key) else {
                 continue;
             };
             let present = match v {
@@ -416,6 +472,7 @@ impl FastPath {
         let out: Vec<u32> = ports.iter().filter_map(|p| self.ifindex_of(*p)).collect();
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<Key> = held
+            .map
             .iter()
             .filter(|(k, h)| {
                 k.slot as usize == wl.slot()
@@ -436,7 +493,11 @@ impl FastPath {
 
     /// Directions the kernel holds now.
     pub fn entries(&self) -> usize {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .len()
     }
 
     /// Its figures now (counts as of the last sweep).

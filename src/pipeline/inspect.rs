@@ -38,6 +38,12 @@ pub struct Context<'a> {
     pub fast: Option<u64>,
 }
 
+/// Packets a flow carries through guardwire before it may go to the kernel
+/// fast path: a flow of one or two packets (a scan, a flood of new flows, a
+/// DNS query) is not worth an entry, and a flood of them must not churn the
+/// kernel's map.
+pub const OFFER_AFTER: u64 = 4;
+
 /// Where a flow stands with the kernel fast path, after a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fast {
@@ -400,7 +406,12 @@ impl Inspector {
         let Some(epoch) = ctx.fast else {
             return Fast::No;
         };
-        if !matches!(ip.proto, proto::TCP | proto::UDP) {
+        // TCP, UDP and ICMP echo: what the kernel program keys as guardwire does.
+        let echo = matches!(
+            (ip.proto, ip.icmp_type),
+            (proto::ICMP, Some(0 | 8)) | (proto::ICMPV6, Some(128 | 129))
+        );
+        if !matches!(ip.proto, proto::TCP | proto::UDP) && !echo {
             return Fast::No;
         }
         let (key, lo_to_hi) = FlowKey::of(ctx.workload, ip);
@@ -412,6 +423,7 @@ impl Inspector {
         };
         let settled = forwarded
             && !ends
+            && f.tally[0].packets + f.tally[1].packets >= OFFER_AFTER
             && ip.fragment == Fragment::No
             && f.fast
             && matches!(f.action, Action::Allow)
