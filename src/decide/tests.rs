@@ -349,7 +349,10 @@ fn a_settled_flow_is_offered_once_per_epoch_with_its_ports_and_macs() {
     assert!(offers(&b.decide(A_WL, std::slice::from_ref(&f), 20)).is_empty());
     // ...until the epoch moves on (a rule push): it is judged and offered again.
     b.fast = Some(8);
-    assert_eq!(offers(&b.decide(A_WL, std::slice::from_ref(&f), 21)).len(), 1);
+    assert_eq!(
+        offers(&b.decide(A_WL, std::slice::from_ref(&f), 21)).len(),
+        1
+    );
     // The answer is its own direction.
     let back = udp((GW, [8, 8, 8, 8]), (MAC_A, [10, 0, 0, 1]), 5000, 40000);
     let r = first_offer(&b, A_UP, &back).expect("the answer is offered");
