@@ -8,26 +8,7 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-const CONFIG: &str = r#"
-[node]
-name = "failover"
-control_socket = "{socket}"
-state_dir = "{state}"
-[datapath]
-workers = 1
-[[workload]]
-name = "pod1"
-kind = "pod"
-workload_port = "wp-pod1"
-uplink_port = "up-pod1"
-on_failure = "open"
-[[workload]]
-name = "pod2"
-kind = "pod"
-workload_port = "wp-pod2"
-uplink_port = "up-pod2"
-on_failure = "closed"
-"#;
+const CONFIG: &str = OPEN_AND_CLOSED;
 
 #[test]
 fn sigkill_under_iperf_fails_open_and_closed_as_configured() {

@@ -377,27 +377,6 @@ fn switching_an_offloaded_workload_to_mirror_takes_its_flows_back() {
     iperf_json(&client.join().unwrap());
 }
 
-const FAIL_CONFIG: &str = r#"
-[node]
-name = "fastfail"
-control_socket = "{socket}"
-state_dir = "{state}"
-[datapath]
-workers = 1
-[[workload]]
-name = "pod1"
-kind = "pod"
-workload_port = "wp-pod1"
-uplink_port = "up-pod1"
-on_failure = "open"
-[[workload]]
-name = "pod2"
-kind = "pod"
-workload_port = "wp-pod2"
-uplink_port = "up-pod2"
-on_failure = "closed"
-"#;
-
 /// Bytes the peer has received on its TCP connection from `src`.
 fn peer_received(n: &Node, src: &str) -> u64 {
     let out = n.ok(n.var("NS_PEER"), &["ss", "-tinH", "dst", src]);
@@ -413,7 +392,7 @@ fn sigkill_with_offloaded_flows_fails_open_and_closed_and_leaves_no_program() {
     let dir = tempfile::tempdir().unwrap();
     let peer = n.var("PEER_IP").to_string();
     let links0 = tcx_links();
-    let d = Daemon::start(n.var("NS_SEC"), dir.path(), FAIL_CONFIG);
+    let d = Daemon::start(n.var("NS_SEC"), dir.path(), OPEN_AND_CLOSED);
     assert_eq!(
         tcx_links(),
         links0 + 4,
@@ -481,6 +460,24 @@ fn sigkill_with_offloaded_flows_fails_open_and_closed_and_leaves_no_program() {
     let (gap_ms, _, _) = iperf_gap(&out.stdout);
     eprintln!("open workload: worst gap {gap_ms} ms");
     assert!(gap_ms <= 1000, "open workload cut for {gap_ms} ms");
+    // A restarted guardwire starts from a clean kernel side: its own four
+    // programs, none left over, and flows offloaded again.
+    let d = Daemon::start(n.var("NS_SEC"), dir.path(), OPEN_AND_CLOSED);
+    assert_eq!(tcx_links(), links0 + 4, "only the new guardwire's programs");
+    n.ok(
+        n.var("NS_PEER"),
+        &["iperf3", "-s", "-1", "-D", "-B", &peer, "-p", "5201"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    n.ok(
+        &n.pod_ns(2),
+        &["timeout", "30", "iperf3", "-c", &peer, "-p", "5201", "-t", "1"],
+    );
+    wait_secs(
+        3,
+        || d.stats().fastpath.is_some_and(|f| f.packets > 1000),
+        "flows offloaded after the restart",
+    );
 }
 
 #[test]

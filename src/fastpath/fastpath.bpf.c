@@ -16,8 +16,8 @@
 // A frame is a hit only when all of these hold: its ingress port is one of
 // guardwire's (the `ports` map gives its workload slot); the flow key (slot,
 // protocol, both ends in canonical order) is in `flows`; the entry was made
-// under the current epoch (`state[0]`, bumped around every rule push) and
-// guardwire's keep-alive (`state[1]`) has not lapsed; the direction was handed
+// under the current epoch (`state.epoch`, moved on around every rule push) and
+// guardwire's keep-alive (`state.alive_ns`) has not lapsed; the direction was handed
 // over with this ingress port, these MAC addresses and this VLAN tag; and the
 // frame is TCP, UDP or an ICMP echo, not a fragment, with no SYN, FIN or RST. The key and
 // value layouts are mirrored in `src/fastpath/maps.rs`.
@@ -56,7 +56,9 @@ struct side {
 	__u8 pad[3];
 };
 
-/* One direction of one flow. */
+/* One direction of one flow. The map is per CPU: the counters are added to
+ * without atomics, and guardwire sums the CPUs' copies (the rest is the same
+ * in every copy). */
 struct value {
 	__u64 epoch;
 	struct side side;
@@ -68,36 +70,30 @@ struct value {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, MAX_FLOWS);
 	__type(key, struct key);
 	__type(value, struct value);
 } flows SEC(".maps");
 
-/* One of guardwire's ports, and what the kernel forwarded in and out by it. */
-struct port {
-	__u32 slot; /* its workload's */
-	__u32 pad;
-	__u64 rx_frames;
-	__u64 rx_bytes;
-	__u64 tx_frames;
-	__u64 tx_bytes;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_PORTS);
-	__type(key, __u32); /* ifindex */
-	__type(value, struct port);
+	__type(key, __u32);   /* ifindex of one of guardwire's ports */
+	__type(value, __u32); /* its workload's slot */
 } ports SEC(".maps");
 
-/* [0] epoch in force; [1] keep-alive deadline, CLOCK_MONOTONIC ns. */
+struct state {
+	__u64 epoch;    /* in force; 0: nothing is forwarded */
+	__u64 alive_ns; /* keep-alive deadline, CLOCK_MONOTONIC */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct state);
 } state SEC(".maps");
 
 #define TCP_FIN 0x01
@@ -106,7 +102,7 @@ struct {
 
 struct hit {
 	struct value *v;
-	struct port *in;
+	__u64 now;
 	__u32 headers; /* Ethernet + IP + L4 header bytes */
 };
 
@@ -145,20 +141,22 @@ static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 static __always_inline int lookup(struct __sk_buff *skb, struct hit *h)
 {
 	__u32 ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
-	struct port *in = bpf_map_lookup_elem(&ports, &ifindex);
-	if (!in)
+	__u32 *slot = bpf_map_lookup_elem(&ports, &ifindex);
+	if (!slot)
 		return -1;
-	__u32 i0 = 0, i1 = 1;
-	__u64 *epoch = bpf_map_lookup_elem(&state, &i0);
-	__u64 *alive = bpf_map_lookup_elem(&state, &i1);
-	if (!epoch || !alive || *epoch == 0 || bpf_ktime_get_ns() > *alive)
+	__u32 zero = 0;
+	struct state *st = bpf_map_lookup_elem(&state, &zero);
+	if (!st || st->epoch == 0)
+		return -1;
+	__u64 now = bpf_ktime_get_ns();
+	if (now > st->alive_ns)
 		return -1;
 
 	struct ethhdr eth;
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
 		return -1;
 	struct key k = {};
-	k.slot = in->slot;
+	k.slot = *slot;
 	__u8 src[16] = {}, dst[16] = {};
 	__u32 l4;
 	if (eth.h_proto == bpf_htons(ETH_P_IP)) {
@@ -236,7 +234,7 @@ static __always_inline int lookup(struct __sk_buff *skb, struct hit *h)
 	}
 	k.dir = forward ? 0 : 1;
 	struct value *v = bpf_map_lookup_elem(&flows, &k);
-	if (!v || v->epoch != *epoch)
+	if (!v || v->epoch != st->epoch)
 		return -1;
 	struct side *s = &v->side;
 	if (s->in_ifindex != ifindex || !s->out_ifindex)
@@ -249,7 +247,7 @@ static __always_inline int lookup(struct __sk_buff *skb, struct hit *h)
 	    (s->vlan_tci != (__u16)skb->vlan_tci || s->vlan_proto != (__u16)skb->vlan_proto))
 		return -1;
 	h->v = v;
-	h->in = in;
+	h->now = now;
 	h->headers = l4 + l4len;
 	return 0;
 }
@@ -269,19 +267,12 @@ int fast_tc(struct __sk_buff *skb)
 			segs = 1;
 		bytes = wire + (segs - 1) * h.headers;
 	}
-	__sync_fetch_and_add(&h.v->frames, 1);
-	__sync_fetch_and_add(&h.v->packets, segs);
-	__sync_fetch_and_add(&h.v->bytes, bytes);
-	h.v->last_ns = bpf_ktime_get_ns();
-	__sync_fetch_and_add(&h.in->rx_frames, 1);
-	__sync_fetch_and_add(&h.in->rx_bytes, wire);
-	__u32 out_ifindex = h.v->side.out_ifindex;
-	struct port *out = bpf_map_lookup_elem(&ports, &out_ifindex);
-	if (out) {
-		__sync_fetch_and_add(&out->tx_frames, 1);
-		__sync_fetch_and_add(&out->tx_bytes, wire);
-	}
-	return bpf_redirect(out_ifindex, 0);
+	/* This CPU's copy: no other CPU writes it. */
+	h.v->frames += 1;
+	h.v->packets += segs;
+	h.v->bytes += bytes;
+	h.v->last_ns = h.now;
+	return bpf_redirect(h.v->side.out_ifindex, 0);
 }
 
 SEC("socket")

@@ -1,6 +1,7 @@
 //! The maps `fastpath.bpf.c` shares with guardwire, as Rust sees them: the
-//! same layouts (`repr(C)`, checked by size below), and the five map commands
-//! guardwire needs, straight over the `bpf(2)` syscall.
+//! same layouts (`repr(C)`, checked by size below), and the map commands
+//! guardwire needs, straight over the `bpf(2)` syscall; a per-CPU map's value
+//! is one copy per possible CPU.
 //!
 //! aya loads the object, attaches the programs and hands over the maps'
 //! descriptors; the element commands are written here because aya has no
@@ -59,20 +60,6 @@ impl Key {
     }
 }
 
-/// `struct port`: one of guardwire's ports, and what the kernel forwarded in
-/// and out by it (a GSO super-frame is one frame, bytes as on the wire).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Port {
-    /// Its workload's slot.
-    pub slot: u32,
-    pub pad: u32,
-    pub rx_frames: u64,
-    pub rx_bytes: u64,
-    pub tx_frames: u64,
-    pub tx_bytes: u64,
-}
-
 /// `struct side`: one direction handed to the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,7 +77,17 @@ pub struct Side {
     pub pad: [u8; 3],
 }
 
-/// `struct value`: the entry of one direction of one flow.
+/// `struct state`: the epoch in force and the keep-alive deadline.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// 0: the kernel forwards nothing.
+    pub epoch: u64,
+    /// CLOCK_MONOTONIC ns.
+    pub alive_ns: u64,
+}
+
+/// `struct value`: one CPU's copy of the entry of one direction of one flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Value {
@@ -106,7 +103,6 @@ pub struct Value {
 }
 
 const _: () = assert!(size_of::<Key>() == 44);
-const _: () = assert!(size_of::<Port>() == 40);
 const _: () = assert!(size_of::<Side>() == 28);
 const _: () = assert!(size_of::<Value>() == 72);
 
@@ -125,19 +121,29 @@ struct ElemAttr {
     flags: u64,
 }
 
-/// One map, by its descriptor.
+/// One map, by its descriptor: values of `copies` times `V` (1, or the
+/// possible CPUs of a per-CPU map).
 pub struct Map<K, V> {
     fd: OwnedFd,
+    copies: usize,
     _kv: std::marker::PhantomData<(K, V)>,
 }
 
 impl<K: Copy + Default, V: Copy + Default> Map<K, V> {
-    /// Wraps a map descriptor whose key and value are `K` and `V`.
-    pub fn new(fd: OwnedFd) -> Self {
+    /// Wraps a map descriptor whose key is `K` and value `copies` times `V`
+    /// (`V` a multiple of 8 bytes, as the kernel lays per-CPU copies out).
+    pub fn new(fd: OwnedFd, copies: usize) -> Self {
+        assert!(copies == 1 || size_of::<V>() % 8 == 0);
         Map {
             fd,
+            copies: copies.max(1),
             _kv: std::marker::PhantomData,
         }
+    }
+
+    /// Copies per value.
+    pub fn copies(&self) -> usize {
+        self.copies
     }
 
     fn call(&self, cmd: libc::c_long, key: *const K, value: u64, flags: u64) -> io::Result<()> {
@@ -149,8 +155,8 @@ impl<K: Copy + Default, V: Copy + Default> Map<K, V> {
             flags,
         };
         // SAFETY: `attr` is a valid map-element `bpf_attr` of its own size;
-        // `key` points at a `K` and `value` (when not 0) at a `K` or `V`, the
-        // sizes the map was created with, both live for the call.
+        // `key` points at a `K` and `value` (when not 0) at `copies` times
+        // `V`, the sizes the map was created with, both live for the call.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -166,19 +172,20 @@ impl<K: Copy + Default, V: Copy + Default> Map<K, V> {
         }
     }
 
-    /// The value of `key`, if present.
-    pub fn get(&self, key: &K) -> io::Result<Option<V>> {
-        let mut v = V::default();
-        match self.call(BPF_MAP_LOOKUP_ELEM, key, &mut v as *mut V as u64, 0) {
+    /// The value (every copy) of `key`, if present.
+    pub fn get(&self, key: &K) -> io::Result<Option<Vec<V>>> {
+        let mut v = vec![V::default(); self.copies];
+        match self.call(BPF_MAP_LOOKUP_ELEM, key, v.as_mut_ptr() as u64, 0) {
             Ok(()) => Ok(Some(v)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Sets `key` to `value`.
-    pub fn set(&self, key: &K, value: &V) -> io::Result<()> {
-        self.call(BPF_MAP_UPDATE_ELEM, key, value as *const V as u64, 0)
+    /// Sets `key` to `value`, one copy each (`value` has them all).
+    pub fn set(&self, key: &K, value: &[V]) -> io::Result<()> {
+        assert_eq!(value.len(), self.copies, "a value for every copy");
+        self.call(BPF_MAP_UPDATE_ELEM, key, value.as_ptr() as u64, 0)
     }
 
     /// Removes `key`; false when it was not there.
@@ -191,17 +198,25 @@ impl<K: Copy + Default, V: Copy + Default> Map<K, V> {
     }
 
     /// Removes `key` and returns its last value, in one step.
-    pub fn take(&self, key: &K) -> io::Result<Option<V>> {
-        let mut v = V::default();
-        match self.call(
-            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
-            key,
-            &mut v as *mut V as u64,
-            0,
-        ) {
+    pub fn take(&self, key: &K) -> io::Result<Option<Vec<V>>> {
+        let mut v = vec![V::default(); self.copies];
+        match self.call(BPF_MAP_LOOKUP_AND_DELETE_ELEM, key, v.as_mut_ptr() as u64, 0) {
             Ok(()) => Ok(Some(v)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
         }
     }
+}
+
+/// One value of a per-CPU flow entry: the counters summed over the copies,
+/// the rest as in the first (every copy has the same).
+pub fn summed(copies: &[Value]) -> Value {
+    let mut v = copies.first().copied().unwrap_or_default();
+    for c in copies.iter().skip(1) {
+        v.frames += c.frames;
+        v.packets += c.packets;
+        v.bytes += c.bytes;
+        v.last_ns = v.last_ns.max(c.last_ns);
+    }
+    v
 }

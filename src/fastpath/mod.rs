@@ -28,7 +28,7 @@
 
 mod maps;
 
-pub use maps::{Key, Port, Side, Value};
+pub use maps::{Key, Side, State, Value};
 
 use crate::decide::{FastOp, Offer};
 use crate::pipeline::Inspector;
@@ -36,7 +36,7 @@ use crate::pipeline::flow::{FlowKey, Offload};
 use crate::vocab::{PortId, WorkloadId};
 use aya::programs::tc::SchedClassifierLinkId;
 use aya::programs::{SchedClassifier, SocketFilter, TcAttachType};
-use maps::Map;
+use maps::{Map, summed};
 use rustc_hash::FxHashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +93,16 @@ pub struct FastStats {
     pub bytes: u64,
 }
 
+/// What the kernel forwarded in and out by one port (a GSO super-frame is one
+/// frame; bytes as on the wire, each segment with its headers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortTally {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+}
+
 /// A direction handed to the kernel, as guardwire remembers it.
 struct Held {
     /// The flow it belongs to.
@@ -101,6 +111,8 @@ struct Held {
     lo_to_hi: bool,
     /// An east-west direction also belongs to the receiving workload's flow.
     peer: Option<WorkloadId>,
+    /// The ports its frames arrive on and leave by.
+    ports: (PortId, PortId),
     /// Counters already added to the flows.
     seen: Value,
 }
@@ -143,8 +155,10 @@ pub struct FastPath {
     /// Attached ports and their interface index.
     ifindex: RwLock<FxHashMap<PortId, u32>>,
     flows: Map<Key, Value>,
-    ports: Map<u32, Port>,
-    state: Map<u32, u64>,
+    ports: Map<u32, u32>,
+    state: Map<u32, State>,
+    /// What the kernel forwarded by each port, as of the last sweep.
+    port_tally: Mutex<FxHashMap<PortId, PortTally>>,
     sock_filter: RawFd,
     epoch: AtomicU64,
     /// CLOCK_MONOTONIC ns at datapath clock 0.
@@ -170,7 +184,7 @@ fn map_fd(ebpf: &aya::Ebpf, name: &str) -> Result<OwnedFd, String> {
         .map(name)
         .ok_or_else(|| format!("the BPF object has no map {name}"))?;
     let data = match m {
-        aya::maps::Map::HashMap(d) | aya::maps::Map::Array(d) => d,
+        aya::maps::Map::HashMap(d) | aya::maps::Map::PerCpuHashMap(d) | aya::maps::Map::Array(d) => d,
         _ => return Err(format!("map {name} is of an unexpected type")),
     };
     data.fd()
@@ -205,10 +219,12 @@ impl FastPath {
             .map_err(|e| format!("fast_sock: {e}"))?
             .as_fd()
             .as_raw_fd();
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
         let fp = FastPath {
-            flows: Map::new(map_fd(&ebpf, "flows")?),
-            ports: Map::new(map_fd(&ebpf, "ports")?),
-            state: Map::new(map_fd(&ebpf, "state")?),
+            flows: Map::new(map_fd(&ebpf, "flows")?, cpus),
+            ports: Map::new(map_fd(&ebpf, "ports")?, 1),
+            state: Map::new(map_fd(&ebpf, "state")?, 1),
+            port_tally: Mutex::default(),
             ebpf: Mutex::new(ebpf),
             links: Mutex::default(),
             ifindex: RwLock::default(),
@@ -218,10 +234,8 @@ impl FastPath {
             held: Mutex::default(),
             counters: FastCounters::default(),
         };
-        fp.state
-            .set(&0, &1)
+        fp.set_state()
             .map_err(|e| format!("fast path state: {e}"))?;
-        fp.keepalive();
         Ok(fp)
     }
 
@@ -235,18 +249,26 @@ impl FastPath {
         self.sock_filter
     }
 
+    /// Writes the epoch in force and a keep-alive [`KEEPALIVE_NS`] from now.
+    fn set_state(&self) -> std::io::Result<()> {
+        let st = State {
+            epoch: self.epoch.load(Ordering::SeqCst),
+            alive_ns: monotonic_ns() + KEEPALIVE_NS,
+        };
+        self.state.set(&0, &[st])
+    }
+
     /// Moves the keep-alive on: the kernel forwards for another
     /// [`KEEPALIVE_NS`]. The heartbeat calls it while every worker loops.
     pub fn keepalive(&self) {
-        let _ = self.state.set(&1, &(monotonic_ns() + KEEPALIVE_NS));
+        let _ = self.set_state();
     }
 
     fn bump(&self) {
-        let e = self.epoch.load(Ordering::SeqCst) + 1;
-        if let Err(err) = self.state.set(&0, &e) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Err(err) = self.set_state() {
             tracing::error!("fast path: cannot move the epoch on: {err}");
         }
-        self.epoch.store(e, Ordering::SeqCst);
     }
 
     /// Runs a change that may alter verdicts (rules, limits, modes) so that no
@@ -264,12 +286,8 @@ impl FastPath {
     /// `slot`.
     pub fn attach(&self, port: PortId, name: &str, slot: usize) -> Result<(), String> {
         let ifindex = crate::port::ifindex(name).map_err(|e| format!("{name}: {e}"))? as u32;
-        let entry = Port {
-            slot: slot as u32,
-            ..Port::default()
-        };
         self.ports
-            .set(&ifindex, &entry)
+            .set(&ifindex, &[slot as u32])
             .map_err(|e| format!("{name}: fast path port map: {e}"))?;
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
         let tc: &mut SchedClassifier = ebpf
@@ -306,6 +324,10 @@ impl FastPath {
         if let Some(i) = ifindex {
             let _ = self.ports.remove(&i);
         }
+        self.port_tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&port);
         let link = self
             .links
             .lock()
@@ -323,9 +345,13 @@ impl FastPath {
         }
     }
 
-    /// What the kernel forwarded in and out by `port`, while it is attached.
-    pub fn port(&self, port: PortId) -> Option<Port> {
-        self.ports.get(&self.ifindex_of(port)?).ok().flatten()
+    /// What the kernel forwarded in and out by `port` (as of the last sweep).
+    pub fn port(&self, port: PortId) -> Option<PortTally> {
+        self.port_tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&port)
+            .copied()
     }
 
     fn ifindex_of(&self, port: PortId) -> Option<u32> {
@@ -361,16 +387,18 @@ impl FastPath {
         }
         // An entry of an earlier epoch is not forwarded by the kernel, so its
         // counters stand still while it is rewritten; they are kept.
-        let mut v = match self.flows.get(&key) {
-            Ok(Some(v)) => v,
-            _ => Value::default(),
+        let mut copies = match self.flows.get(&key) {
+            Ok(Some(c)) => c,
+            _ => vec![Value::default(); self.flows.copies()],
         };
-        if v.epoch == o.epoch && v.side == side {
+        if copies[0].epoch == o.epoch && copies[0].side == side {
             return true;
         }
-        v.epoch = o.epoch;
-        v.side = side;
-        if let Err(e) = self.flows.set(&key, &v) {
+        for c in copies.iter_mut() {
+            c.epoch = o.epoch;
+            c.side = side;
+        }
+        if let Err(e) = self.flows.set(&key, &copies) {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("fast path: offer refused: {e}");
             return false;
@@ -379,6 +407,7 @@ impl FastPath {
             Some(h) => {
                 h.flow = o.key;
                 h.peer = o.peer;
+                h.ports = (o.in_port, o.out_port);
                 h.seen.side = side;
             }
             None => held.insert(
@@ -387,7 +416,8 @@ impl FastPath {
                     flow: o.key,
                     lo_to_hi: o.lo_to_hi,
                     peer: o.peer,
-                    seen: v,
+                    ports: (o.in_port, o.out_port),
+                    seen: summed(&copies),
                 },
             ),
         }
@@ -429,7 +459,7 @@ impl FastPath {
                 continue;
             };
             if let Ok(Some(v)) = self.flows.take(&key) {
-                self.credit(ins, &mut h, &v);
+                self.credit(ins, &mut h, &summed(&v));
             }
             self.counters.ended.fetch_add(1, Ordering::Relaxed);
         }
@@ -445,7 +475,7 @@ impl FastPath {
             held.map.keys().copied().collect()
         };
         for key in keys {
-            let v = self.flows.get(&key).ok().flatten();
+            let v = self.flows.get(&key).ok().flatten().map(|c| summed(&c));
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             let Some(h) = held.map.get_mut(&key) else {
                 continue;
@@ -459,7 +489,7 @@ impl FastPath {
                 drop(held);
                 if let Ok(Some(v)) = self.flows.take(&key) {
                     let mut h = h;
-                    self.credit(ins, &mut h, &v);
+                    self.credit(ins, &mut h, &summed(&v));
                 }
                 self.counters.ended.fetch_add(1, Ordering::Relaxed);
             }
@@ -484,7 +514,7 @@ impl FastPath {
         for key in gone {
             let mut h = held.remove(&key).expect("listed above");
             if let Ok(Some(v)) = self.flows.take(&key) {
-                self.credit(ins, &mut h, &v);
+                self.credit(ins, &mut h, &summed(&v));
             }
             ins.flows.with_flow_mut(&h.flow, |f| f.offload = None);
             self.counters.ended.fetch_add(1, Ordering::Relaxed);
@@ -523,6 +553,15 @@ impl FastPath {
         let packets = now.packets.saturating_sub(h.seen.packets);
         let bytes = now.bytes.saturating_sub(h.seen.bytes);
         h.seen = *now;
+        if frames > 0 {
+            let mut t = self.port_tally.lock().unwrap_or_else(|e| e.into_inner());
+            let rx = t.entry(h.ports.0).or_default();
+            rx.rx_frames += frames;
+            rx.rx_bytes += bytes;
+            let tx = t.entry(h.ports.1).or_default();
+            tx.tx_frames += frames;
+            tx.tx_bytes += bytes;
+        }
         let c = &self.counters;
         c.frames.fetch_add(frames, Ordering::Relaxed);
         c.packets.fetch_add(packets, Ordering::Relaxed);

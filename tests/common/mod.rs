@@ -608,3 +608,26 @@ pub fn wait_until(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A node of two pods started with `Daemon::start` (a `--forwarder none` bed):
+/// pod1 fails open, pod2 closed; one worker.
+pub const OPEN_AND_CLOSED: &str = r#"
+[node]
+name = "failover"
+control_socket = "{socket}"
+state_dir = "{state}"
+[datapath]
+workers = 1
+[[workload]]
+name = "pod1"
+kind = "pod"
+workload_port = "wp-pod1"
+uplink_port = "up-pod1"
+on_failure = "open"
+[[workload]]
+name = "pod2"
+kind = "pod"
+workload_port = "wp-pod2"
+uplink_port = "up-pod2"
+on_failure = "closed"
+"#;
