@@ -471,7 +471,9 @@ fn sigkill_with_offloaded_flows_fails_open_and_closed_and_leaves_no_program() {
     std::thread::sleep(Duration::from_millis(300));
     n.ok(
         &n.pod_ns(2),
-        &["timeout", "30", "iperf3", "-c", &peer, "-p", "5201", "-t", "1"],
+        &[
+            "timeout", "30", "iperf3", "-c", &peer, "-p", "5201", "-t", "1",
+        ],
     );
     wait_secs(
         3,

@@ -200,7 +200,12 @@ impl<K: Copy + Default, V: Copy + Default> Map<K, V> {
     /// Removes `key` and returns its last value, in one step.
     pub fn take(&self, key: &K) -> io::Result<Option<Vec<V>>> {
         let mut v = vec![V::default(); self.copies];
-        match self.call(BPF_MAP_LOOKUP_AND_DELETE_ELEM, key, v.as_mut_ptr() as u64, 0) {
+        match self.call(
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            key,
+            v.as_mut_ptr() as u64,
+            0,
+        ) {
             Ok(()) => Ok(Some(v)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),

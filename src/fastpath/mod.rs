@@ -184,7 +184,9 @@ fn map_fd(ebpf: &aya::Ebpf, name: &str) -> Result<OwnedFd, String> {
         .map(name)
         .ok_or_else(|| format!("the BPF object has no map {name}"))?;
     let data = match m {
-        aya::maps::Map::HashMap(d) | aya::maps::Map::PerCpuHashMap(d) | aya::maps::Map::Array(d) => d,
+        aya::maps::Map::HashMap(d)
+        | aya::maps::Map::PerCpuHashMap(d)
+        | aya::maps::Map::Array(d) => d,
         _ => return Err(format!("map {name} is of an unexpected type")),
     };
     data.fd()
