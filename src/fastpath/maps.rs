@@ -133,7 +133,7 @@ impl<K: Copy + Default, V: Copy + Default> Map<K, V> {
     /// Wraps a map descriptor whose key is `K` and value `copies` times `V`
     /// (`V` a multiple of 8 bytes, as the kernel lays per-CPU copies out).
     pub fn new(fd: OwnedFd, copies: usize) -> Self {
-        assert!(copies == 1 || size_of::<V>() % 8 == 0);
+        assert!(copies == 1 || size_of::<V>().is_multiple_of(8));
         Map {
             fd,
             copies: copies.max(1),
