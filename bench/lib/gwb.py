@@ -351,74 +351,48 @@ def cmd_report(raw, out_md, out_json, kvs):
             lines.append(f"| {c['check']} | {c['result']} | {c['detail']} |")
         lines.append("")
 
-    if "d" in med and "i" in med:
-        # The fast path on (d) against off (i), same build, same run: what the
-        # kernel path gains, and what installing and expiring entries costs
-        # the first packets of many short flows.
-        lines.append("## fast path: (d) on vs (i) off")
+    def compare(a, b, title, keys=None, target=None):
+        """A table of (a) against (b), same run: every figure (or `keys`),
+        with a check per row when there is a `target` ratio."""
+        lines.append(f"## {title}")
         lines.append("")
-        lines.append("| figure | (d) | (i) | (d)/(i) |")
-        lines.append("|---|---|---|---|")
-        for key, label, f_, better in FIGURES:
-            r = ratio(med["d"].get(key), med["i"].get(key))
-            lines.append(f"| {label} | {fmt(med['d'].get(key), f_)} | {fmt(med['i'].get(key), f_)} "
-                         f"| {fmt(r, '{:.2f}x')} |")
-        lines.append("")
-        r = ratio(med["d"].get("flows_per_s"), med["i"].get("flows_per_s"))
-        res = "n/a" if r is None else ("PASS" if r >= 0.90 else "FAIL")
-        checks.append({"mode": "d/i", "check": "first packets: short flows/s (d) >= 0.90x (i)",
-                       "result": res, "detail": fmt(r, "{:.2f}x")})
-        lines.append(f"First-packet path, 1000 short TCP flows at once: (d)/(i) = {fmt(r, '{:.2f}x')} "
-                     f"({res}, target >= 0.90x: no slower within the noise).")
+        head = f"| figure | ({a}) | ({b}) | ({a})/({b}) |"
+        lines.append(head + (f" target >= {target:.2f} |" if target else ""))
+        lines.append("|---|---|---|---|" + ("---|" if target else ""))
+        for key, label, f_, _better in FIGURES:
+            if keys and key not in keys:
+                continue
+            r = ratio(med[a].get(key), med[b].get(key))
+            row = (f"| {label} | {fmt(med[a].get(key), f_)} | {fmt(med[b].get(key), f_)} "
+                   f"| {fmt(r, '{:.2f}x')} |")
+            if target:
+                res = "n/a" if r is None else ("PASS" if r >= target else "FAIL")
+                checks.append({"mode": f"{a}/{b}", "check": f"{label} ({a}) >= {target:.2f}x ({b})",
+                               "result": res, "detail": fmt(r, "{:.2f}x")})
+                row += f" {res} |"
+            lines.append(row)
         lines.append("")
 
+    if "d" in med and "i" in med:
+        # The fast path on (d) against off (i), same build: what the kernel
+        # path gains, and what installing and expiring entries costs the
+        # first packets of many short flows.
+        compare("d", "i", "fast path: (d) on vs (i) off")
+        compare("d", "i", "first-packet path: 1000 short TCP flows at once, (d) vs (i)",
+                keys=("flows_per_s",), target=0.90)
     if "i" in med and "j" in med:
         # With the fast path off, this build against the one before it.
-        lines.append("## fast path off: (i) this build vs (j) before the fast path")
-        lines.append("")
-        lines.append("| figure | (i) | (j) | (i)/(j) | target >= 0.95 |")
-        lines.append("|---|---|---|---|---|")
-        for key, label, f_, better in FIGURES:
-            if key not in ("tcp1_gbps", "tcp4_gbps", "pps_rx_k", "flows_per_s"):
-                continue
-            r = ratio(med["i"].get(key), med["j"].get(key))
-            res = "n/a" if r is None else ("PASS" if r >= 0.95 else "FAIL")
-            checks.append({"mode": "i/j", "check": f"{label} (i) >= 0.95x (j)", "result": res,
-                           "detail": fmt(r, "{:.2f}x")})
-            lines.append(f"| {label} | {fmt(med['i'].get(key), f_)} | {fmt(med['j'].get(key), f_)} "
-                         f"| {fmt(r, '{:.2f}x')} | {res} |")
-        lines.append("")
-
+        compare("i", "j", "fast path off: (i) this build vs (j) before the fast path",
+                keys=("tcp1_gbps", "tcp4_gbps", "pps_rx_k", "flows_per_s"), target=0.95)
     if "i" in med and "g" in med:
         # The cost of inspection: the full pipeline (i) against the same build
         # with inspection off (g), both with every frame through guardwire.
-        lines.append("## inspection cost: (i) full pipeline vs (g) inspection off (fast path off)")
-        lines.append("")
-        lines.append("| figure | (i) | (g) | (i)/(g) | target >= 0.90 |")
-        lines.append("|---|---|---|---|---|")
-        for key, label, f_, better in FIGURES:
-            if key not in ("tcp1_gbps", "tcp4_gbps", "pps_rx_k"):
-                continue
-            r = ratio(med["i"].get(key), med["g"].get(key))
-            res = "n/a" if r is None else ("PASS" if r >= 0.90 else "FAIL")
-            checks.append({"mode": "i/g", "check": f"{label} (i) >= 0.90x (g)", "result": res,
-                           "detail": fmt(r, "{:.2f}x")})
-            lines.append(f"| {label} | {fmt(med['i'].get(key), f_)} | {fmt(med['g'].get(key), f_)} "
-                         f"| {fmt(r, '{:.2f}x')} | {res} |")
-        lines.append("")
-
+        compare("i", "g", "inspection cost: (i) full pipeline vs (g) inspection off (fast path off)",
+                keys=("tcp1_gbps", "tcp4_gbps", "pps_rx_k"), target=0.90)
     if "i" in med and "h" in med:
         # Small ring slots with the copy way for big frames (i, the default)
         # against large slots that hold every frame (h), in the same run.
-        lines.append("## ring slots: (i) 2 KiB + copy way vs (h) 68 KiB (fast path off)")
-        lines.append("")
-        lines.append("| figure | (i) | (h) | (i)/(h) |")
-        lines.append("|---|---|---|---|")
-        for key, label, f_, better in FIGURES:
-            r = ratio(med["i"].get(key), med["h"].get(key))
-            lines.append(f"| {label} | {fmt(med['i'].get(key), f_)} | {fmt(med['h'].get(key), f_)} "
-                         f"| {fmt(r, '{:.2f}x')} |")
-        lines.append("")
+        compare("i", "h", "ring slots: (i) 2 KiB + copy way vs (h) 68 KiB (fast path off)")
 
     text = "\n".join(lines) + "\n"
     with open(out_md, "w") as f:
