@@ -590,11 +590,17 @@ impl Datapath {
     /// All counters.
     pub fn stats(&self) -> StatsSnapshot {
         let fwd = self.shared.fwd.load();
+        let fast = self
+            .shared
+            .fast
+            .get()
+            .map(|f| f.ports_now())
+            .unwrap_or_default();
         let ports = fwd
             .workload_ports()
             .map(|(info, role, p, slot)| {
                 let mut counters = slot.counters.snapshot();
-                if let Some(k) = self.shared.fast.get().and_then(|f| f.port(p)) {
+                if let Some(k) = fast.get(&p) {
                     counters.fast_rx_frames = k.rx_frames;
                     counters.fast_rx_bytes = k.rx_bytes;
                     counters.fast_tx_frames = k.tx_frames;

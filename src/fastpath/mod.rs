@@ -161,6 +161,9 @@ pub struct FastPath {
     port_tally: Mutex<FxHashMap<PortId, PortTally>>,
     sock_filter: RawFd,
     epoch: AtomicU64,
+    /// Held while the state map is written, so a keep-alive never writes an
+    /// epoch older than one a rule push wrote.
+    state_write: Mutex<()>,
     /// CLOCK_MONOTONIC ns at datapath clock 0.
     mono_zero_ns: u64,
     held: Mutex<Holds>,
@@ -232,6 +235,7 @@ impl FastPath {
             ifindex: RwLock::default(),
             sock_filter,
             epoch: AtomicU64::new(1),
+            state_write: Mutex::new(()),
             mono_zero_ns: monotonic_ns().saturating_sub(now_ns),
             held: Mutex::default(),
             counters: FastCounters::default(),
@@ -251,7 +255,8 @@ impl FastPath {
         self.sock_filter
     }
 
-    /// Writes the epoch in force and a keep-alive [`KEEPALIVE_NS`] from now.
+    /// Writes the epoch in force and a keep-alive [`KEEPALIVE_NS`] from now;
+    /// the caller holds `state_write`.
     fn set_state(&self) -> std::io::Result<()> {
         let st = State {
             epoch: self.epoch.load(Ordering::SeqCst),
@@ -263,10 +268,12 @@ impl FastPath {
     /// Moves the keep-alive on: the kernel forwards for another
     /// [`KEEPALIVE_NS`]. The heartbeat calls it while every worker loops.
     pub fn keepalive(&self) {
+        let _w = self.state_write.lock().unwrap_or_else(|e| e.into_inner());
         let _ = self.set_state();
     }
 
     fn bump(&self) {
+        let _w = self.state_write.lock().unwrap_or_else(|e| e.into_inner());
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if let Err(err) = self.set_state() {
             tracing::error!("fast path: cannot move the epoch on: {err}");
@@ -347,13 +354,32 @@ impl FastPath {
         }
     }
 
-    /// What the kernel forwarded in and out by `port` (as of the last sweep).
-    pub fn port(&self, port: PortId) -> Option<PortTally> {
-        self.port_tally
+    /// What the kernel forwarded in and out by each port, up to now: the
+    /// sweep's totals plus what each direction held has forwarded since
+    /// (one map read per direction).
+    pub fn ports_now(&self) -> FxHashMap<PortId, PortTally> {
+        let mut t = self
+            .port_tally
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&port)
-            .copied()
+            .clone();
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, h) in &held.map {
+            let Some(v) = self.flows.get(key).ok().flatten().map(|c| summed(&c)) else {
+                continue;
+            };
+            let frames = v.frames.saturating_sub(h.seen.frames);
+            let bytes = v.bytes.saturating_sub(h.seen.bytes);
+            if frames > 0 {
+                let rx = t.entry(h.ports.0).or_default();
+                rx.rx_frames += frames;
+                rx.rx_bytes += bytes;
+                let tx = t.entry(h.ports.1).or_default();
+                tx.tx_frames += frames;
+                tx.tx_bytes += bytes;
+            }
+        }
+        t
     }
 
     fn ifindex_of(&self, port: PortId) -> Option<u32> {
@@ -477,11 +503,13 @@ impl FastPath {
             held.map.keys().copied().collect()
         };
         for key in keys {
-            let v = self.flows.get(&key).ok().flatten().map(|c| summed(&c));
+            // Read under the lock: a direction ended and offered again in
+            // between would otherwise be credited the old entry's counts.
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             let Some(h) = held.map.get_mut(&key) else {
                 continue;
             };
+            let v = self.flows.get(&key).ok().flatten().map(|c| summed(&c));
             let present = match v {
                 Some(v) => self.credit(ins, h, &v),
                 None => false,
