@@ -182,6 +182,17 @@ pub fn monotonic_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
+/// The program `name` of the object, as its type `P`.
+fn program<'a, P>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut P, String>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("the BPF object has no {name}"))?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))
+}
+
 fn map_fd(ebpf: &aya::Ebpf, name: &str) -> Result<OwnedFd, String> {
     let m = ebpf
         .map(name)
@@ -207,17 +218,10 @@ impl FastPath {
         }
         let mut ebpf =
             aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the BPF object: {e}"))?;
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut("fast_tc")
-            .ok_or("the BPF object has no fast_tc")?
-            .try_into()
-            .map_err(|e| format!("fast_tc: {e}"))?;
-        tc.load().map_err(|e| format!("loading fast_tc: {e}"))?;
-        let sock: &mut SocketFilter = ebpf
-            .program_mut("fast_sock")
-            .ok_or("the BPF object has no fast_sock")?
-            .try_into()
-            .map_err(|e| format!("fast_sock: {e}"))?;
+        program::<SchedClassifier>(&mut ebpf, "fast_tc")?
+            .load()
+            .map_err(|e| format!("loading fast_tc: {e}"))?;
+        let sock = program::<SocketFilter>(&mut ebpf, "fast_sock")?;
         sock.load().map_err(|e| format!("loading fast_sock: {e}"))?;
         let sock_filter = sock
             .fd()
@@ -299,10 +303,7 @@ impl FastPath {
             .set(&ifindex, &[slot as u32])
             .map_err(|e| format!("{name}: fast path port map: {e}"))?;
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut("fast_tc")
-            .and_then(|p| p.try_into().ok())
-            .ok_or("fast_tc is gone")?;
+        let tc = program::<SchedClassifier>(&mut ebpf, "fast_tc")?;
         let link = match tc.attach(name, TcAttachType::Ingress) {
             Ok(l) => l,
             Err(e) => {
@@ -344,9 +345,7 @@ impl FastPath {
             .remove(&port);
         if let Some(link) = link {
             let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(tc) = ebpf
-                .program_mut("fast_tc")
-                .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+            if let Ok(tc) = program::<SchedClassifier>(&mut ebpf, "fast_tc")
                 && let Err(e) = tc.detach(link)
             {
                 tracing::error!(port = port.0, "fast path: detaching from tc ingress: {e}");
